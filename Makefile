@@ -1,0 +1,45 @@
+# cri-mirror-proxy. `make help` lists the targets.
+SHELL := /bin/bash
+GO ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+TAGS := containers_image_openpgp
+LDFLAGS := -s -w -X main.version=$(VERSION)
+BIN := bin/cri-mirror-proxy
+export CGO_ENABLED ?= 0
+
+.PHONY: help build run test unit e2e critest bench lint tools clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+build: ## build bin/cri-mirror-proxy (static, no cgo)
+	$(GO) build -trimpath -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/cri-mirror-proxy
+
+run: ## install what is missing and run the demo (a local registry + containerd, or RUNTIME_ENDPOINT=...)
+	bash test/demo.sh
+
+test: unit e2e critest ## everything: unit tests, e2e on real containerd + registry, critest through the proxy
+
+unit: ## unit tests (no root, no network)
+	$(GO) vet -tags '$(TAGS)' ./...
+	$(GO) test -tags '$(TAGS)' -count=1 ./...
+
+e2e: tools ## end-to-end tests on a real containerd and registry (root)
+	$(GO) test -tags 'e2e $(TAGS)' -count=1 -timeout 20m -v ./test/e2e/
+
+critest: tools build ## critest image conformance through the proxy (root)
+	bash test/critest.sh
+
+bench: ## Go benchmarks
+	$(GO) test -tags '$(TAGS)' -run '^$$' -bench . -benchmem ./...
+
+lint: ## gofmt, go vet, staticcheck
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) vet -tags '$(TAGS)' ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@latest -tags '$(TAGS)' ./...
+
+tools: ## install containerd, runc, docker-registry (apt) and crane, crictl, critest (go)
+	bash test/tools.sh
+
+clean: ## remove build output
+	rm -rf bin

@@ -1,0 +1,234 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+
+	"github.com/cri-mirror-proxy/cri-mirror-proxy/metrics"
+	"github.com/cri-mirror-proxy/cri-mirror-proxy/proxy"
+	"github.com/cri-mirror-proxy/cri-mirror-proxy/resolver"
+	"github.com/cri-mirror-proxy/cri-mirror-proxy/store"
+)
+
+type serveConfig struct {
+	rules           rulesConfig
+	listen          string
+	listenMode      uint64
+	runtimeEndpoint string
+	stateDir        string
+	metricsAddress  string
+	authFile        string
+	attemptTimeout  time.Duration
+	shutdownTimeout time.Duration
+	logLevel        string
+	logFormat       string
+}
+
+func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
+	var c serveConfig
+	f := newFlags("serve", "serve [flags]", stderr)
+	c.rules.register(f)
+	f.String(&c.listen, "listen", "unix:///run/cri-mirror-proxy/cri.sock", "CRI socket to serve on")
+	f.Mode(&c.listenMode, "listen-mode", 0o660, "file mode of the CRI socket")
+	f.String(&c.runtimeEndpoint, "runtime-endpoint", "unix:///run/containerd/containerd.sock", "CRI socket of the real runtime")
+	f.String(&c.stateDir, "state-dir", "/var/lib/cri-mirror-proxy", "directory of the alias database")
+	f.String(&c.metricsAddress, "metrics-address", "127.0.0.1:9464", "HTTP address for /metrics, /healthz, /readyz (empty: off)")
+	f.String(&c.authFile, "auth-file", "", "auth.json with credentials for mirror hosts (default: the containers/image search order)")
+	f.Duration(&c.attemptTimeout, "attempt-timeout", 0, "bound on a mirror attempt that has another candidate after it (0: the caller's deadline only)")
+	f.Duration(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long a stop waits for in-flight calls")
+	f.String(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	f.String(&c.logFormat, "log-format", "text", "log format: text or json")
+	return c, f.parse(args, 0)
+}
+
+func newLogger(level, format string) (*logrus.Logger, error) {
+	log := logrus.New()
+	lvl, err := logrus.ParseLevel(level)
+	if err != nil {
+		return nil, &exitError{code: 2, err: fmt.Errorf("--log-level: %w", err)}
+	}
+	log.SetLevel(lvl)
+	switch format {
+	case "text":
+		log.SetFormatter(&logrus.TextFormatter{FullTimestamp: true})
+	case "json":
+		log.SetFormatter(&logrus.JSONFormatter{})
+	default:
+		return nil, &exitError{code: 2, err: fmt.Errorf("--log-format: %q is not text or json", format)}
+	}
+	return log, nil
+}
+
+func serve(ctx context.Context, c serveConfig) error {
+	log, err := newLogger(c.logLevel, c.logFormat)
+	if err != nil {
+		return err
+	}
+	rules, err := resolver.New(c.rules.file, c.rules.dir)
+	if err != nil {
+		return err
+	}
+
+	m := metrics.New()
+	reg := metrics.NewRegistry()
+	if err := m.Register(reg); err != nil {
+		return err
+	}
+	m.ConfigReloads.WithLabelValues("success").Add(0)
+	m.ConfigReloads.WithLabelValues("failure").Add(0)
+
+	aliases, err := store.Open(filepath.Join(c.stateDir, "aliases.db"),
+		store.WithLogger(log), store.WithOnChange(func(n int) { m.Aliases.Set(float64(n)) }))
+	if err != nil {
+		return err
+	}
+	defer aliases.Close()
+	m.Aliases.Set(float64(aliases.Len()))
+
+	conn, err := proxy.DialRuntime(c.runtimeEndpoint)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+
+	srv := proxy.New(conn, rules, aliases,
+		proxy.WithMetrics(m),
+		proxy.WithCredentials(proxy.NewAuthFile(c.authFile)),
+		proxy.WithLogger(log),
+		proxy.WithAttemptTimeout(c.attemptTimeout),
+	)
+	gs := grpc.NewServer(
+		grpc.ForceServerCodecV2(proxy.Codec()),
+		grpc.UnknownServiceHandler(srv.Relay),
+		grpc.ChainUnaryInterceptor(m.GRPC.UnaryServerInterceptor()),
+		grpc.ChainStreamInterceptor(m.GRPC.StreamServerInterceptor()),
+		grpc.MaxRecvMsgSize(proxy.MaxMsgSize),
+		grpc.MaxSendMsgSize(proxy.MaxMsgSize),
+	)
+	srv.Register(gs)
+	m.GRPC.InitializeMetrics(gs)
+
+	lis, err := proxy.Listen(c.listen, os.FileMode(c.listenMode))
+	if err != nil {
+		return err
+	}
+	log.WithFields(logrus.Fields{
+		"listen": c.listen, "runtime": c.runtimeEndpoint, "metrics": c.metricsAddress,
+		"aliases": aliases.Len(), "version": version,
+	}).Info("cri-mirror-proxy serving")
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := gs.Serve(lis); err != nil {
+			return fmt.Errorf("serve %s: %w", c.listen, err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		stopGracefully(gs, c.shutdownTimeout, log)
+		return nil
+	})
+	if c.metricsAddress != "" {
+		ready := func(ctx context.Context) error {
+			err := srv.Ready(ctx)
+			m.RuntimeUp.Set(boolGauge(err == nil))
+			return err
+		}
+		g.Go(func() error { return metrics.Serve(gctx, c.metricsAddress, metrics.NewHandler(reg, ready)) })
+	}
+	g.Go(func() error { reloadOnHUP(gctx, rules, m, log); return nil })
+	g.Go(func() error { watchRuntime(gctx, srv, m, log); return nil })
+
+	err = g.Wait()
+	log.Info("cri-mirror-proxy stopped")
+	return err
+}
+
+// stopGracefully lets in-flight calls (pulls included) finish for up to
+// timeout, then cuts the rest. Closing the listener removes the socket.
+func stopGracefully(gs *grpc.Server, timeout time.Duration, log logrus.FieldLogger) {
+	log.WithField("timeout", timeout).Info("stopping: waiting for in-flight calls")
+	done := make(chan struct{})
+	go func() { gs.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(timeout):
+		log.Warn("in-flight calls did not finish in time; stopping them")
+		gs.Stop()
+		<-done
+	}
+}
+
+// reloadOnHUP re-reads the mirror rules on SIGHUP. A broken file keeps the
+// old rules serving.
+func reloadOnHUP(ctx context.Context, rules *resolver.Resolver, m *metrics.Metrics, log logrus.FieldLogger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			if err := rules.Reload(); err != nil {
+				m.ConfigReloads.WithLabelValues("failure").Inc()
+				log.WithError(err).Error("reload of mirror rules failed; the previous rules stay in force")
+				continue
+			}
+			m.ConfigReloads.WithLabelValues("success").Inc()
+			log.Info("mirror rules reloaded")
+		}
+	}
+}
+
+// watchRuntime keeps cri_mirror_runtime_up current and logs when the
+// runtime goes away or comes back.
+func watchRuntime(ctx context.Context, srv *proxy.Server, m *metrics.Metrics, log logrus.FieldLogger) {
+	t := time.NewTicker(10 * time.Second)
+	defer t.Stop()
+	up := -1
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := srv.Ready(cctx)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		now := 0
+		if err == nil {
+			now = 1
+		}
+		m.RuntimeUp.Set(float64(now))
+		if now != up {
+			if err != nil {
+				log.WithError(err).Warn("runtime is not answering")
+			} else if up == 0 {
+				log.Info("runtime is answering again")
+			}
+			up = now
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func boolGauge(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}

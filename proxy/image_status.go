@@ -1,0 +1,59 @@
+package proxy
+
+import (
+	"context"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/cri-mirror-proxy/cri-mirror-proxy/store"
+)
+
+// ImageStatus answers for original names through the alias table and
+// translates the runtime's answer for everything else.
+func (s *Server) ImageStatus(ctx context.Context, req *runtimeapi.ImageStatusRequest) (*runtimeapi.ImageStatusResponse, error) {
+	image := req.GetImage().GetImage()
+	if image == "" {
+		return nil, status.Error(codes.InvalidArgument, "ImageStatus: image spec with an image name or id is required")
+	}
+	if a, ok := s.lookupAlias(ctx, image); ok {
+		byID := &runtimeapi.ImageStatusRequest{Image: withImage(req.GetImage(), a.ImageID), Verbose: req.GetVerbose()}
+		resp, err := s.images.ImageStatus(ctx, byID)
+		if err != nil {
+			return nil, err
+		}
+		if resp.GetImage() != nil {
+			s.translate(resp.Image)
+			return resp, nil
+		}
+		s.dropStale(a)
+	}
+	resp, err := s.images.ImageStatus(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	s.translate(resp.GetImage())
+	return resp, nil
+}
+
+// dropStale forgets an alias whose image the runtime no longer has (removed
+// behind the proxy's back, or garbage collected).
+func (s *Server) dropStale(a store.Alias) {
+	if err := s.aliases.Delete(a.Name); err != nil {
+		s.log.WithError(err).WithField("image", a.Name).Warn("cannot drop stale alias")
+		return
+	}
+	s.log.WithFields(map[string]any{"image": a.Name, "image_id": a.ImageID}).Info("dropped stale alias: the runtime no longer has the image")
+}
+
+// withImage copies spec with another image name, keeping annotations and the
+// runtime handler.
+func withImage(spec *runtimeapi.ImageSpec, image string) *runtimeapi.ImageSpec {
+	return &runtimeapi.ImageSpec{
+		Image:              image,
+		Annotations:        spec.GetAnnotations(),
+		UserSpecifiedImage: spec.GetUserSpecifiedImage(),
+		RuntimeHandler:     spec.GetRuntimeHandler(),
+	}
+}

@@ -1,0 +1,117 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"strings"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/encoding"
+	"google.golang.org/grpc/encoding/proto"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+)
+
+// frame is an undecoded gRPC message. Relayed calls never decode their
+// payload: the proxy does not need to understand a RuntimeService call to
+// forward it, and new CRI methods keep working without a rebuild.
+type frame struct{ data []byte }
+
+// Codec is the server codec: raw frames pass through as bytes, every other
+// message is protobuf. Install it with grpc.ForceServerCodecV2(Codec()).
+func Codec() encoding.CodecV2 { return codec{proto: encoding.GetCodecV2(proto.Name)} }
+
+type codec struct{ proto encoding.CodecV2 }
+
+func (c codec) Name() string { return proto.Name }
+
+func (c codec) Marshal(v any) (mem.BufferSlice, error) {
+	if f, ok := v.(*frame); ok {
+		return mem.BufferSlice{mem.SliceBuffer(f.data)}, nil
+	}
+	return c.proto.Marshal(v)
+}
+
+func (c codec) Unmarshal(data mem.BufferSlice, v any) error {
+	if f, ok := v.(*frame); ok {
+		f.data = data.Materialize()
+		return nil
+	}
+	return c.proto.Unmarshal(data, v)
+}
+
+// Relay is a grpc.UnknownServiceHandler: it forwards any call the proxy does
+// not serve itself (the whole RuntimeService) to the runtime unchanged,
+// streams included, with metadata, headers, trailers and status codes.
+func (s *Server) Relay(_ any, ss grpc.ServerStream) error {
+	method, ok := grpc.MethodFromServerStream(ss)
+	if !ok {
+		return status.Error(codes.Internal, "relay: no method in stream")
+	}
+	ctx, cancel := context.WithCancel(ss.Context())
+	defer cancel()
+	if md, ok := metadata.FromIncomingContext(ctx); ok {
+		ctx = metadata.NewOutgoingContext(ctx, forwardable(md))
+	}
+	cs, err := s.conn.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true, ClientStreams: true},
+		method, grpc.ForceCodecV2(Codec()))
+	if err != nil {
+		return err
+	}
+
+	// Caller → runtime. Ends with CloseSend when the caller half-closes; any
+	// other receive error ends the whole call through cancel.
+	go func() {
+		for {
+			f := new(frame)
+			if err := ss.RecvMsg(f); err != nil {
+				if errors.Is(err, io.EOF) {
+					_ = cs.CloseSend()
+				} else {
+					cancel()
+				}
+				return
+			}
+			if err := cs.SendMsg(f); err != nil {
+				// The runtime ended the call; its status arrives on RecvMsg.
+				return
+			}
+		}
+	}()
+
+	// Runtime → caller.
+	if hdr, err := cs.Header(); err == nil && len(hdr) > 0 {
+		if err := ss.SendHeader(hdr); err != nil {
+			return err
+		}
+	}
+	for {
+		f := new(frame)
+		if err := cs.RecvMsg(f); err != nil {
+			ss.SetTrailer(cs.Trailer())
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+		if err := ss.SendMsg(f); err != nil {
+			return err
+		}
+	}
+}
+
+// forwardable drops the transport's own headers from incoming metadata; the
+// client connection to the runtime sets its own.
+func forwardable(md metadata.MD) metadata.MD {
+	out := metadata.MD{}
+	for k, v := range md {
+		if strings.HasPrefix(k, ":") || strings.HasPrefix(k, "grpc-") || k == "content-type" || k == "user-agent" {
+			continue
+		}
+		out[k] = v
+	}
+	return out
+}

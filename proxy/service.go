@@ -1,0 +1,84 @@
+package proxy
+
+import (
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"google.golang.org/grpc"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/cri-mirror-proxy/cri-mirror-proxy/metrics"
+	"github.com/cri-mirror-proxy/cri-mirror-proxy/resolver"
+	"github.com/cri-mirror-proxy/cri-mirror-proxy/store"
+)
+
+// Resolver turns an image reference into the ordered pull candidates.
+type Resolver interface {
+	Resolve(image string) (*resolver.Resolution, error)
+}
+
+// AliasStore is the persistent table of original name → image pulled from a
+// mirror. Reads are served from memory; they sit on the hot path.
+type AliasStore interface {
+	Get(name string) (store.Alias, bool)
+	ByImage(id string) []store.Alias
+	List() []store.Alias
+	Put(a store.Alias) error
+	Delete(names ...string) error
+	DeleteImage(id string) ([]store.Alias, error)
+}
+
+// Server implements runtimeapi.ImageServiceServer on top of a runtime's
+// ImageService, and relays every other method to the runtime's connection.
+type Server struct {
+	runtimeapi.UnimplementedImageServiceServer
+
+	images   runtimeapi.ImageServiceClient
+	conn     grpc.ClientConnInterface
+	resolver Resolver
+	aliases  AliasStore
+	creds    Credentials
+	metrics  *metrics.Metrics
+	log      logrus.FieldLogger
+	flights  flights
+
+	attemptTimeout time.Duration
+}
+
+// Option configures optional parts of a Server.
+type Option func(*Server)
+
+// WithMetrics sets the collectors the server reports to. Without it the
+// server still counts, into collectors nobody registered.
+func WithMetrics(m *metrics.Metrics) Option { return func(s *Server) { s.metrics = m } }
+
+// WithCredentials sets how credentials for mirror hosts are found. Without it
+// mirrors are pulled anonymously.
+func WithCredentials(c Credentials) Option { return func(s *Server) { s.creds = c } }
+
+// WithLogger sets the logger.
+func WithLogger(l logrus.FieldLogger) Option { return func(s *Server) { s.log = l } }
+
+// New returns a Server forwarding to the runtime behind conn.
+func New(conn grpc.ClientConnInterface, r Resolver, aliases AliasStore, opts ...Option) *Server {
+	s := &Server{
+		images:   runtimeapi.NewImageServiceClient(conn),
+		conn:     conn,
+		resolver: r,
+		aliases:  aliases,
+		creds:    noCredentials{},
+		metrics:  metrics.New(),
+		log:      logrus.StandardLogger(),
+	}
+	for _, o := range opts {
+		o(s)
+	}
+	s.flights.m = map[string]*flight{}
+	return s
+}
+
+// Register installs the ImageService on gs. RuntimeService (and anything else
+// the runtime serves) reaches the runtime through ServerOptions.
+func (s *Server) Register(gs *grpc.Server) {
+	runtimeapi.RegisterImageServiceServer(gs, s)
+}

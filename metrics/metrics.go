@@ -1,0 +1,167 @@
+package metrics
+
+import (
+	"fmt"
+	"slices"
+	"time"
+
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metric family names. Names returns them all.
+const (
+	namePullAttemptDuration = "cri_mirror_pull_attempt_duration_seconds"
+	namePullAttempts        = "cri_mirror_pull_attempts_total"
+	namePullFallbacks       = "cri_mirror_pull_fallbacks_total"
+	nameSourcePulls         = "cri_mirror_source_pulls_total"
+	namePulls               = "cri_mirror_pulls_total"
+	nameMirrorHealthy       = "cri_mirror_mirror_healthy"
+	nameAliases             = "cri_mirror_aliases"
+	nameConfigReloads       = "cri_mirror_config_reloads_total"
+	nameRuntimeUp           = "cri_mirror_runtime_up"
+)
+
+// grpcNames are the families grpcprom.ServerMetrics exports with the
+// handling-time histogram enabled.
+var grpcNames = []string{
+	"grpc_server_started_total",
+	"grpc_server_handled_total",
+	"grpc_server_msg_received_total",
+	"grpc_server_msg_sent_total",
+	"grpc_server_handling_seconds",
+}
+
+// pullBuckets span a cached small image (tens of milliseconds) to a
+// multi-gigabyte image over a slow link (minutes).
+var pullBuckets = []float64{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 180, 300}
+
+// grpcBuckets cover both ends of the CRI image API: ImageStatus answers in
+// milliseconds, PullImage can take minutes. prometheus.DefBuckets stops at 10s.
+var grpcBuckets = []float64{0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300}
+
+// Metrics holds every collector of the proxy.
+type Metrics struct {
+	// AttemptDuration: one observation per pull attempt against one
+	// candidate. Labels registry, mirror, result (success|error|canceled).
+	AttemptDuration *prometheus.HistogramVec
+	// Attempts counts the same attempts as AttemptDuration, for cheap rates.
+	Attempts *prometheus.CounterVec
+	// Fallbacks counts moves from one candidate to the next. Label registry.
+	Fallbacks *prometheus.CounterVec
+	// SourcePulls counts pulls served by the source after every mirror
+	// failed or was skipped. Label registry.
+	SourcePulls *prometheus.CounterVec
+	// Pulls counts PullImage calls. Labels registry,
+	// result (success|error|canceled|blocked|invalid).
+	Pulls *prometheus.CounterVec
+	// MirrorHealthy is 1 while a mirror is usable, 0 during its cool-down
+	// after failures. Label mirror.
+	MirrorHealthy *prometheus.GaugeVec
+	// Aliases is the number of entries in the alias table.
+	Aliases prometheus.Gauge
+	// ConfigReloads counts registries.conf reloads. Label result (success|failure).
+	ConfigReloads *prometheus.CounterVec
+	// RuntimeUp is 1 while the runtime's image service answers, else 0.
+	RuntimeUp prometheus.Gauge
+	// GRPC provides the interceptors behind grpc_server_* per CRI method:
+	// chain GRPC.UnaryServerInterceptor() and GRPC.StreamServerInterceptor()
+	// into the server, then GRPC.InitializeMetrics(srv) once services are
+	// registered so every method reports zeros before its first call.
+	GRPC *grpcprom.ServerMetrics
+}
+
+// New creates the collectors. Nothing is registered yet.
+func New() *Metrics {
+	m := &Metrics{
+		AttemptDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    namePullAttemptDuration,
+			Help:    "Duration of one pull attempt against one candidate (a mirror or the source), by result.",
+			Buckets: pullBuckets,
+		}, []string{"registry", "mirror", "result"}),
+		Attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: namePullAttempts,
+			Help: "Pull attempts against one candidate (a mirror or the source), by result: success, error or canceled.",
+		}, []string{"registry", "mirror", "result"}),
+		Fallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: namePullFallbacks,
+			Help: "Times a pull moved on from one candidate to the next.",
+		}, []string{"registry"}),
+		SourcePulls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: nameSourcePulls,
+			Help: "Pulls served by the source registry after every mirror failed or was skipped.",
+		}, []string{"registry"}),
+		Pulls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: namePulls,
+			Help: "PullImage calls, by result: success, error, canceled, blocked or invalid.",
+		}, []string{"registry", "result"}),
+		MirrorHealthy: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: nameMirrorHealthy,
+			Help: "1 while a mirror is tried in order, 0 while it is demoted or skipped after recent failures.",
+		}, []string{"mirror"}),
+		Aliases: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: nameAliases,
+			Help: "Entries in the alias table (original reference to mirrored image).",
+		}),
+		ConfigReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: nameConfigReloads,
+			Help: "Reloads of the mirror configuration, by result: success or failure.",
+		}, []string{"result"}),
+		RuntimeUp: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: nameRuntimeUp,
+			Help: "1 if the container runtime's image service answered the last check, else 0.",
+		}),
+		GRPC: grpcprom.NewServerMetrics(
+			grpcprom.WithServerHandlingTimeHistogram(grpcprom.WithHistogramBuckets(grpcBuckets)),
+		),
+	}
+	// Both results exist from the start so that an alert on
+	// increase(...{result="failure"}[1h]) sees a zero, not an absent series.
+	m.ConfigReloads.WithLabelValues(ReloadSuccess)
+	m.ConfigReloads.WithLabelValues(ReloadFailure)
+	return m
+}
+
+func (m *Metrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{
+		m.AttemptDuration, m.Attempts, m.Fallbacks, m.SourcePulls, m.Pulls,
+		m.MirrorHealthy, m.Aliases, m.ConfigReloads, m.RuntimeUp, m.GRPC,
+	}
+}
+
+// Register registers every collector with reg. It is all or nothing: if one
+// registration fails, those already made by this call are undone, so a
+// caller may retry on another registry.
+func (m *Metrics) Register(reg prometheus.Registerer) error {
+	var done []prometheus.Collector
+	for _, c := range m.collectors() {
+		if err := reg.Register(c); err != nil {
+			for _, d := range done {
+				reg.Unregister(d)
+			}
+			return fmt.Errorf("register metrics: %w", err)
+		}
+		done = append(done, c)
+	}
+	return nil
+}
+
+// ObserveAttempt records one pull attempt in both AttemptDuration and Attempts.
+func (m *Metrics) ObserveAttempt(registry, mirror, result string, d time.Duration) {
+	m.AttemptDuration.WithLabelValues(registry, mirror, result).Observe(d.Seconds())
+	m.Attempts.WithLabelValues(registry, mirror, result).Inc()
+}
+
+// Names returns every metric family name this package exports, sorted.
+// The go_* and process_* families added by NewRegistry are not included:
+// they come from client_golang and vary with the Go version and platform.
+func Names() []string {
+	names := []string{
+		namePullAttemptDuration, namePullAttempts, namePullFallbacks,
+		nameSourcePulls, namePulls, nameMirrorHealthy, nameAliases,
+		nameConfigReloads, nameRuntimeUp,
+	}
+	names = append(names, grpcNames...)
+	slices.Sort(names)
+	return names
+}

@@ -1,0 +1,66 @@
+package metrics
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+)
+
+const (
+	// shutdownGrace is how long in-flight scrapes get after ctx ends.
+	shutdownGrace = 5 * time.Second
+	// readHeaderTimeout stops a slow client from holding a connection open
+	// forever. There is no write timeout: /debug/pprof/profile streams for
+	// as long as the caller asks.
+	readHeaderTimeout = 5 * time.Second
+)
+
+// Serve listens on addr (host:port) and serves h until ctx is done, then shuts
+// down, giving in-flight requests 5s. It returns nil after a clean stop; a
+// listen failure or an unfinished shutdown is an error naming addr.
+func Serve(ctx context.Context, addr string, h http.Handler) error {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", addr)
+	if err != nil {
+		return fmt.Errorf("metrics endpoint: listen on %s: %w", addr, err)
+	}
+	return serve(ctx, ln, h)
+}
+
+// serve owns ln and closes it before returning.
+func serve(ctx context.Context, ln net.Listener, h http.Handler) error {
+	addr := ln.Addr().String()
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: readHeaderTimeout,
+		// Handlers see ctx end, so a long /readyz check or pprof profile
+		// stops with the process instead of running out the grace period.
+		BaseContext: func(net.Listener) context.Context { return ctx },
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+
+	select {
+	case err := <-errc:
+		// Serve only returns on its own for a broken listener.
+		return fmt.Errorf("metrics endpoint %s: %w", addr, err)
+	case <-ctx.Done():
+	}
+
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownGrace)
+	defer cancel()
+	err := srv.Shutdown(sctx)
+	if err != nil {
+		_ = srv.Close()
+	}
+	if serr := <-errc; !errors.Is(serr, http.ErrServerClosed) && err == nil {
+		err = serr
+	}
+	if err != nil {
+		return fmt.Errorf("metrics endpoint %s: shutdown: %w", addr, err)
+	}
+	return nil
+}

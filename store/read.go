@@ -1,0 +1,39 @@
+package store
+
+import "slices"
+
+// Get returns the alias recorded under name.
+func (s *Store) Get(name string) (Alias, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	a, ok := s.ix.byName[name]
+	return a, ok
+}
+
+// ByImage returns every alias of one image id, sorted by Name.
+func (s *Store) ByImage(id string) []Alias {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.ix.collect(s.ix.byImage[id])
+}
+
+// ByMirror returns the aliases whose Mirror is mirrorRef, sorted by Name.
+func (s *Store) ByMirror(mirrorRef string) []Alias {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.ix.collect(s.ix.byMirror[mirrorRef])
+}
+
+// List returns a copy of every alias, sorted by Name.
+func (s *Store) List() []Alias {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return slices.Clone(s.ix.sorted)
+}
+
+// Len returns the number of aliases.
+func (s *Store) Len() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.ix.byName)
+}

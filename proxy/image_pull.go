@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/cri-mirror-proxy/cri-mirror-proxy/metrics"
 	"github.com/cri-mirror-proxy/cri-mirror-proxy/resolver"
 	"github.com/cri-mirror-proxy/cri-mirror-proxy/store"
 )
@@ -24,6 +25,10 @@ import (
 // after it, so a stalled mirror costs d, not the caller's whole deadline.
 // The last candidate always gets the caller's full deadline. 0 = no bound.
 func WithAttemptTimeout(d time.Duration) Option { return func(s *Server) { s.attemptTimeout = d } }
+
+// resultTimeout is the attempt result of a mirror abandoned after the
+// attempt timeout; it says the mirror stalled, unlike a caller's cancel.
+const resultTimeout = "timeout"
 
 // PullImage resolves the reference through the mirror rules and asks the
 // runtime to pull each candidate in turn until one succeeds.
@@ -37,10 +42,10 @@ func (s *Server) PullImage(ctx context.Context, req *runtimeapi.PullImageRequest
 		var blocked *resolver.BlockedError
 		switch {
 		case errors.As(err, &blocked):
-			s.metrics.Pulls.WithLabelValues(ruleLabel(blocked.Rule), "blocked").Inc()
+			s.metrics.Pulls.WithLabelValues(ruleLabel(blocked.Rule), metrics.ResultBlocked).Inc()
 			return nil, status.Error(codes.PermissionDenied, err.Error())
 		case errors.Is(err, resolver.ErrInvalidReference):
-			s.metrics.Pulls.WithLabelValues("none", "invalid").Inc()
+			s.metrics.Pulls.WithLabelValues(metrics.RegistryNone, metrics.ResultInvalid).Inc()
 			return nil, status.Error(codes.InvalidArgument, err.Error())
 		default:
 			return nil, status.Errorf(codes.Internal, "resolve %q: %v", image, err)
@@ -76,20 +81,20 @@ func (s *Server) pull(ctx context.Context, req *runtimeapi.PullImageRequest, res
 				s.metrics.SourcePulls.WithLabelValues(registry).Inc()
 			}
 			if err := s.remember(res.Original, c, resp.GetImageRef()); err != nil {
-				s.metrics.Pulls.WithLabelValues(registry, "error").Inc()
+				s.metrics.Pulls.WithLabelValues(registry, metrics.ResultError).Inc()
 				return nil, status.Errorf(codes.Internal, "pulled %s as %s but cannot record its original name: %v", original, c.Ref, err)
 			}
-			s.metrics.Pulls.WithLabelValues(registry, "success").Inc()
+			s.metrics.Pulls.WithLabelValues(registry, metrics.ResultSuccess).Inc()
 			return resp, nil
 		}
 		if ctx.Err() != nil {
-			s.metrics.Pulls.WithLabelValues(registry, "canceled").Inc()
+			s.metrics.Pulls.WithLabelValues(registry, metrics.ResultCanceled).Inc()
 			return nil, ctx.Err()
 		}
 		last = err
 		failures = append(failures, fmt.Sprintf("%s (%s): %s", c.Ref, describe(c), status.Convert(err).Message()))
 	}
-	s.metrics.Pulls.WithLabelValues(registry, "error").Inc()
+	s.metrics.Pulls.WithLabelValues(registry, metrics.ResultError).Inc()
 	code := status.Code(last)
 	if code == codes.OK {
 		code = codes.Unknown
@@ -104,33 +109,36 @@ func (s *Server) attempt(ctx context.Context, req *runtimeapi.PullImageRequest, 
 	if err != nil {
 		log.WithError(err).Warn("no credentials for candidate host; pulling anonymously")
 	}
-	if s.attemptTimeout > 0 && !last {
+	actx, bounded := ctx, s.attemptTimeout > 0 && !last
+	if bounded {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, s.attemptTimeout)
+		actx, cancel = context.WithTimeout(ctx, s.attemptTimeout)
 		defer cancel()
 	}
 	start := time.Now()
-	resp, err := s.images.PullImage(ctx, &runtimeapi.PullImageRequest{
+	resp, err := s.images.PullImage(actx, &runtimeapi.PullImageRequest{
 		Image:         withImage(req.GetImage(), c.Ref.String()),
 		Auth:          auth,
 		SandboxConfig: req.GetSandboxConfig(),
 	})
 	d := time.Since(start)
-	result := "success"
+	result := metrics.ResultSuccess
 	switch {
 	case err == nil:
-	case ctx.Err() != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) && !last:
-		result = "timeout"
 	case ctx.Err() != nil:
-		result = "canceled"
+		result = metrics.ResultCanceled
+	case bounded && (actx.Err() != nil || status.Code(err) == codes.DeadlineExceeded):
+		// The runtime may report the deadline it was sent before the
+		// local context notices it.
+		result = resultTimeout
 	default:
-		result = "error"
+		result = metrics.ResultError
 	}
 	s.metrics.ObserveAttempt(ruleLabel(res.Rule), mirrorLabel(c), result, d)
 	log = log.WithFields(logrus.Fields{"duration": d.Round(time.Millisecond).String(), "result": result})
 	if err != nil {
 		log.WithField("error", status.Convert(err).Message()).Warn("pull attempt failed")
-		if result == "timeout" {
+		if result == resultTimeout {
 			return nil, status.Errorf(codes.DeadlineExceeded, "attempt timed out after %s", s.attemptTimeout)
 		}
 		return nil, err
@@ -177,14 +185,14 @@ func pullKey(original reference.Named, req *runtimeapi.PullImageRequest) string 
 
 func ruleLabel(rule string) string {
 	if rule == "" {
-		return "none"
+		return metrics.RegistryNone
 	}
 	return rule
 }
 
 func mirrorLabel(c resolver.Candidate) string {
 	if c.Source {
-		return "source"
+		return metrics.MirrorSource
 	}
 	return c.Location
 }

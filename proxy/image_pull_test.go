@@ -1,0 +1,330 @@
+package proxy
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+func TestPullOrderAndFallback(t *testing.T) {
+	tests := []struct {
+		name      string
+		image     string
+		publish   map[string]string // pullable refs
+		fail      map[string]codes.Code
+		wantPulls []string
+		wantAlias string // mirror ref the alias points at; "" = no alias
+		wantCode  codes.Code
+	}{
+		{
+			name:      "first mirror serves the tag",
+			image:     "nginx:1.27",
+			publish:   map[string]string{"mirror-a.test/hub/library/nginx:1.27": "nginx"},
+			wantPulls: []string{"mirror-a.test/hub/library/nginx:1.27"},
+			wantAlias: "mirror-a.test/hub/library/nginx:1.27",
+		},
+		{
+			name:      "first mirror misses, second serves",
+			image:     "docker.io/library/nginx:1.27",
+			publish:   map[string]string{"mirror-b.test/library/nginx:1.27": "nginx"},
+			wantPulls: []string{"mirror-a.test/hub/library/nginx:1.27", "mirror-b.test/library/nginx:1.27"},
+			wantAlias: "mirror-b.test/library/nginx:1.27",
+		},
+		{
+			name:    "both mirrors fail, source serves",
+			image:   "nginx",
+			publish: map[string]string{"docker.io/library/nginx:latest": "nginx"},
+			fail:    map[string]codes.Code{"mirror-b.test/library/nginx:latest": codes.Unavailable},
+			wantPulls: []string{
+				"mirror-a.test/hub/library/nginx:latest", "mirror-b.test/library/nginx:latest", "docker.io/library/nginx:latest",
+			},
+		},
+		{
+			name:      "digest skips the tag-only mirror",
+			image:     "nginx@sha256:" + strings.Repeat("a", 64),
+			publish:   map[string]string{"mirror-b.test/library/nginx@sha256:" + strings.Repeat("a", 64): "nginx"},
+			wantPulls: []string{"mirror-b.test/library/nginx@sha256:" + strings.Repeat("a", 64)},
+			wantAlias: "mirror-b.test/library/nginx@sha256:" + strings.Repeat("a", 64),
+		},
+		{
+			name:      "no rule: pulled as is",
+			image:     "registry.example.com/app:v1",
+			publish:   map[string]string{"registry.example.com/app:v1": "app"},
+			wantPulls: []string{"registry.example.com/app:v1"},
+		},
+		{
+			name:      "never contact source: mirrors only",
+			image:     "quay.io/org/app:v1",
+			wantPulls: []string{"mirror-a.test/quay/org/app:v1"},
+			wantCode:  codes.NotFound,
+		},
+		{
+			name:      "every candidate fails: last error's code",
+			image:     "gcr.io/x/y:t",
+			fail:      map[string]codes.Code{"gcr.io/x/y:t": codes.Unavailable},
+			wantPulls: []string{"127.0.0.1:5000/mirror/gcr.io/x/y:t", "gcr.io/x/y:t"},
+			wantCode:  codes.Unavailable,
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			for ref, content := range tc.publish {
+				h.rt.publish(ref, content)
+			}
+			for ref, code := range tc.fail {
+				h.rt.fail(ref, status.Error(code, "injected"))
+			}
+			resp, err := h.pull(tc.image, nil)
+			if got := status.Code(err); got != tc.wantCode {
+				t.Fatalf("code = %v, want %v (err %v)", got, tc.wantCode, err)
+			}
+			if got := h.rt.pulledRefs(); !slices.Equal(got, tc.wantPulls) {
+				t.Errorf("runtime pulls = %q, want %q", got, tc.wantPulls)
+			}
+			if err != nil {
+				for _, ref := range tc.wantPulls {
+					if !strings.Contains(err.Error(), ref) {
+						t.Errorf("error does not name attempt %s: %v", ref, err)
+					}
+				}
+				return
+			}
+			if !strings.HasPrefix(resp.GetImageRef(), "sha256:") {
+				t.Errorf("image ref = %q", resp.GetImageRef())
+			}
+			named, _ := normalize(tc.image)
+			a, ok := h.store.Get(named.String())
+			switch {
+			case tc.wantAlias == "" && ok:
+				t.Errorf("unexpected alias %+v", a)
+			case tc.wantAlias != "" && (!ok || a.Mirror != tc.wantAlias || a.ImageID != resp.GetImageRef()):
+				t.Errorf("alias = %+v (found %v), want mirror %s id %s", a, ok, tc.wantAlias, resp.GetImageRef())
+			}
+		})
+	}
+}
+
+func TestPullMetrics(t *testing.T) {
+	h := newHarness(t)
+	h.rt.publish("docker.io/library/busybox:1", "busybox")
+	h.rt.publish("mirror-a.test/hub/library/nginx:1", "nginx")
+	h.mustPull("busybox:1") // a: miss, b: miss, source: hit
+	h.mustPull("nginx:1")   // a: hit
+
+	m := h.metrics
+	checks := []struct {
+		name string
+		got  float64
+		want float64
+	}{
+		{"attempts mirror-a error", testutil.ToFloat64(m.Attempts.WithLabelValues("docker.io", "mirror-a.test/hub", "error")), 1},
+		{"attempts mirror-a success", testutil.ToFloat64(m.Attempts.WithLabelValues("docker.io", "mirror-a.test/hub", "success")), 1},
+		{"attempts mirror-b error", testutil.ToFloat64(m.Attempts.WithLabelValues("docker.io", "mirror-b.test", "error")), 1},
+		{"attempts source success", testutil.ToFloat64(m.Attempts.WithLabelValues("docker.io", "source", "success")), 1},
+		{"fallbacks", testutil.ToFloat64(m.Fallbacks.WithLabelValues("docker.io")), 2},
+		{"source pulls", testutil.ToFloat64(m.SourcePulls.WithLabelValues("docker.io")), 1},
+		{"pulls success", testutil.ToFloat64(m.Pulls.WithLabelValues("docker.io", "success")), 2},
+	}
+	for _, c := range checks {
+		if c.got != c.want {
+			t.Errorf("%s = %v, want %v", c.name, c.got, c.want)
+		}
+	}
+	if n := testutil.CollectAndCount(m.AttemptDuration); n != 4 {
+		t.Errorf("attempt duration series = %d, want 4", n)
+	}
+}
+
+func TestPullCredentialsStayOnTheirHost(t *testing.T) {
+	podSecret := &runtimeapi.AuthConfig{Username: "pod", Password: "pod-secret", ServerAddress: "docker.io"}
+	mirrorCreds := &runtimeapi.AuthConfig{Username: "mirror", Password: "mirror-secret", ServerAddress: "mirror-b.test"}
+	h := newHarness(t, WithCredentials(mapCredentials{"mirror-b.test": mirrorCreds}))
+	h.rt.publish("docker.io/library/app:1", "app")
+	if _, err := h.pull("app:1", podSecret); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]*runtimeapi.AuthConfig{
+		"mirror-a.test/hub/library/app:1": nil, // no credentials configured for this host
+		"mirror-b.test/library/app:1":     mirrorCreds,
+		"docker.io/library/app:1":         podSecret,
+	}
+	calls := h.rt.pulled()
+	if len(calls) != len(want) {
+		t.Fatalf("pulls = %v", calls)
+	}
+	for _, c := range calls {
+		w := want[c.Image]
+		if c.Auth.GetUsername() != w.GetUsername() || c.Auth.GetPassword() != w.GetPassword() {
+			t.Errorf("%s got auth user %q, want %q", c.Image, c.Auth.GetUsername(), w.GetUsername())
+		}
+		if c.Image != "docker.io/library/app:1" && c.Auth.GetPassword() == podSecret.Password {
+			t.Errorf("pod secret sent to mirror %s", c.Image)
+		}
+	}
+}
+
+func TestPullRefused(t *testing.T) {
+	h := newHarness(t)
+	tests := []struct {
+		image   string
+		code    codes.Code
+		message string
+	}{
+		{"", codes.InvalidArgument, "image"},
+		{"Upper/Case:1", codes.InvalidArgument, "invalid image reference"},
+		{"nginx:bad tag", codes.InvalidArgument, "invalid image reference"},
+		{strings.Repeat("a", 5000), codes.InvalidArgument, "invalid image reference"},
+		{"blocked.test/app:1", codes.PermissionDenied, "blocked.test"},
+		// A digest cannot use quay.io's tag-only mirror and the source is never contacted.
+		{"quay.io/org/app@sha256:" + strings.Repeat("b", 64), codes.PermissionDenied, "quay.io"},
+	}
+	for _, tc := range tests {
+		_, err := h.pull(tc.image, nil)
+		if status.Code(err) != tc.code || !strings.Contains(err.Error(), tc.message) {
+			t.Errorf("pull %.40q: err = %v, want code %v mentioning %q", tc.image, err, tc.code, tc.message)
+		}
+	}
+	if got := h.rt.pulled(); len(got) != 0 {
+		t.Errorf("refused pulls reached the runtime: %v", got)
+	}
+}
+
+func TestPullHonoursCallerDeadline(t *testing.T) {
+	h := newHarness(t)
+	h.rt.block = make(chan struct{}) // never released: every runtime pull hangs
+	h.rt.publish("mirror-a.test/hub/library/slow:1", "slow")
+	c, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	_, err := h.images.PullImage(c, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "slow:1"}})
+	if status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("err = %v, want DeadlineExceeded", err)
+	}
+	if got := h.rt.pulledRefs(); len(got) != 1 {
+		t.Errorf("after the deadline no further candidate may be tried; pulls = %v", got)
+	}
+}
+
+func TestPullAttemptTimeoutMovesOn(t *testing.T) {
+	h := newHarness(t, WithAttemptTimeout(100*time.Millisecond))
+	h.rt.started = make(chan string, 10)
+	h.rt.block = make(chan struct{})
+	h.rt.publish("mirror-b.test/library/app:1", "app")
+	go func() {
+		// mirror-a stalls; release the runtime once mirror-b is asked.
+		for ref := range h.rt.started {
+			if strings.HasPrefix(ref, "mirror-b.test") {
+				close(h.rt.block)
+				return
+			}
+		}
+	}()
+	if _, err := h.pull("app:1", nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := testutil.ToFloat64(h.metrics.Attempts.WithLabelValues("docker.io", "mirror-a.test/hub", "timeout")); got != 1 {
+		t.Errorf("timeout attempts = %v, want 1", got)
+	}
+}
+
+func TestPullDeduplicates(t *testing.T) {
+	h := newHarness(t)
+	h.rt.started = make(chan string, 100)
+	h.rt.block = make(chan struct{})
+	h.rt.publish("mirror-a.test/hub/library/app:1", "app")
+
+	const callers = 20
+	var wg sync.WaitGroup
+	errs := make(chan error, callers)
+	ids := make(chan string, callers)
+	for range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := h.pull("docker.io/library/app:1", nil)
+			errs <- err
+			ids <- resp.GetImageRef()
+		}()
+	}
+	select {
+	case <-h.rt.started: // the one shared pull reached the runtime
+	case <-time.After(5 * time.Second):
+		t.Fatal("no pull reached the runtime")
+	}
+	// Let every caller join the flight before the pull finishes.
+	deadline := time.Now().Add(5 * time.Second)
+	for h.waiters("docker.io/library/app:1") < callers && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	close(h.rt.block)
+	wg.Wait()
+	close(errs)
+	close(ids)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	first := ""
+	for id := range ids {
+		if first == "" {
+			first = id
+		}
+		if id != first || id == "" {
+			t.Fatalf("callers got different ids: %q vs %q", id, first)
+		}
+	}
+	if got := h.rt.pulledRefs(); len(got) != 1 {
+		t.Fatalf("runtime pulls = %d (%v), want 1", len(got), got)
+	}
+}
+
+func TestPullCallerLeavingDoesNotFailOthers(t *testing.T) {
+	h := newHarness(t)
+	h.rt.started = make(chan string, 10)
+	h.rt.block = make(chan struct{})
+	h.rt.publish("mirror-a.test/hub/library/app:1", "app")
+
+	impatient, cancel := context.WithCancel(context.Background())
+	firstErr := make(chan error, 1)
+	go func() {
+		_, err := h.images.PullImage(impatient, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "app:1"}})
+		firstErr <- err
+	}()
+	<-h.rt.started
+	second := make(chan error, 1)
+	go func() { _, err := h.pull("app:1", nil); second <- err }()
+	deadline := time.Now().Add(5 * time.Second)
+	for h.waiters("docker.io/library/app:1") < 2 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	if err := <-firstErr; status.Code(err) != codes.Canceled {
+		t.Errorf("cancelled caller: %v", err)
+	}
+	close(h.rt.block)
+	if err := <-second; err != nil {
+		t.Errorf("remaining caller failed: %v", err)
+	}
+}
+
+// waiters reports how many callers wait on the flight of an image.
+func (h *harness) waiters(image string) int {
+	h.srv.flights.mu.Lock()
+	defer h.srv.flights.mu.Unlock()
+	n := 0
+	for key, fl := range h.srv.flights.m {
+		if strings.HasPrefix(key, image+"\x00") {
+			n += fl.waiters
+		}
+	}
+	return n
+}

@@ -11,15 +11,16 @@ import (
 	"github.com/cri-mirror-proxy/cri-mirror-proxy/store"
 )
 
-// normalize returns the name a CRI runtime would store for image: short
-// names gain docker.io/library/ and :latest. ok is false for image ids and
-// anything that is not a reference.
+// normalize returns the name a CRI runtime would store for image, the same
+// normalisation the resolver applies: short names gain docker.io/library/
+// and :latest, a tag next to a digest is dropped. ok is false for image ids
+// and anything that is not a reference.
 func normalize(image string) (reference.Named, bool) {
-	named, err := reference.ParseNormalizedNamed(image)
+	named, err := reference.ParseDockerRef(image)
 	if err != nil {
 		return nil, false
 	}
-	return reference.TagNameOnly(named), true
+	return named, true
 }
 
 // lookupAlias finds the alias a caller's image name refers to: the exact

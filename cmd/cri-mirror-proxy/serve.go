@@ -84,8 +84,6 @@ func serve(ctx context.Context, c serveConfig) error {
 	if err := m.Register(reg); err != nil {
 		return err
 	}
-	m.ConfigReloads.WithLabelValues("success").Add(0)
-	m.ConfigReloads.WithLabelValues("failure").Add(0)
 
 	aliases, err := store.Open(filepath.Join(c.stateDir, "aliases.db"),
 		store.WithLogger(log), store.WithOnChange(func(n int) { m.Aliases.Set(float64(n)) }))

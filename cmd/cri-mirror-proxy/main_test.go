@@ -1,0 +1,127 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func writeConf(t *testing.T, body string) (file, dir string) {
+	t.Helper()
+	d := t.TempDir()
+	file = filepath.Join(d, "registries.conf")
+	if err := os.WriteFile(file, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return file, filepath.Join(d, "registries.conf.d")
+}
+
+func runCLI(args ...string) (stdout, stderr string, code int) {
+	var out, errOut bytes.Buffer
+	err := run(context.Background(), args, &out, &errOut)
+	code = exitCode(err, &errOut)
+	return out.String(), errOut.String(), code
+}
+
+const cliRules = `
+[[registry]]
+prefix = "docker.io"
+location = "docker.io"
+[[registry.mirror]]
+location = "127.0.0.1:5000/mirror"
+insecure = true
+pull-from-mirror = "tag-only"
+[[registry.mirror]]
+location = "quay.example.com/hub"
+
+[[registry]]
+prefix = "blocked.example.com"
+location = "blocked.example.com"
+blocked = true
+`
+
+func TestResolve(t *testing.T) {
+	file, dir := writeConf(t, cliRules)
+	out, errOut, code := runCLI("resolve", "--registries-conf", file, "--registries-conf-dir", dir, "nginx:1.27")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	want := []string{
+		"127.0.0.1:5000/mirror/library/nginx:1.27\tmirror\trule=docker.io\tpull-from-mirror=tag-only\tinsecure",
+		"quay.example.com/hub/library/nginx:1.27\tmirror\trule=docker.io\tpull-from-mirror=all",
+		"docker.io/library/nginx:1.27\tsource\trule=docker.io",
+	}
+	if strings.Join(lines, "\n") != strings.Join(want, "\n") {
+		t.Errorf("resolve output:\n%s\nwant:\n%s", out, strings.Join(want, "\n"))
+	}
+
+	// A digest skips the tag-only mirror.
+	out, _, _ = runCLI("resolve", "--registries-conf", file, "--registries-conf-dir", dir, "nginx@sha256:"+strings.Repeat("c", 64))
+	if strings.Contains(out, "127.0.0.1:5000") || !strings.HasPrefix(out, "quay.example.com/hub/library/nginx@sha256:") {
+		t.Errorf("digest resolve output:\n%s", out)
+	}
+}
+
+func TestResolveRefuses(t *testing.T) {
+	file, dir := writeConf(t, cliRules)
+	for _, tc := range []struct{ image, msg string }{
+		{"blocked.example.com/app:1", `blocked by`},
+		{"Not/Valid", "invalid image reference"},
+	} {
+		out, errOut, code := runCLI("resolve", "--registries-conf", file, "--registries-conf-dir", dir, tc.image)
+		if code == 0 || out != "" || !strings.Contains(errOut, tc.msg) {
+			t.Errorf("resolve %s: exit %d, stdout %q, stderr %q; want non-zero exit mentioning %q", tc.image, code, out, errOut, tc.msg)
+		}
+	}
+	if _, _, code := runCLI("resolve", "--registries-conf", file); code != 2 {
+		t.Errorf("resolve without IMAGE: exit %d, want 2", code)
+	}
+}
+
+func TestCheckConfig(t *testing.T) {
+	good, dir := writeConf(t, cliRules)
+	out, errOut, code := runCLI("check-config", "--registries-conf", good, "--registries-conf-dir", dir)
+	if code != 0 || !strings.Contains(out, "docker.io") || !strings.Contains(out, "127.0.0.1:5000/mirror") {
+		t.Errorf("valid file: exit %d, out %q, err %q", code, out, errOut)
+	}
+
+	for name, body := range map[string]string{
+		"syntax":      "[[registry]]\nprefix = \"docker.io\"\nlocation = \n",
+		"unknown key": "[[registry]]\nprefix = \"docker.io\"\n[[registry.mirror]]\nlocation = \"m.example.com\"\npull_from_mirror = \"tag-only\"\n",
+		"bad policy":  "[[registry]]\nprefix = \"docker.io\"\n[[registry.mirror]]\nlocation = \"m.example.com\"\npull-from-mirror = \"sometimes\"\n",
+	} {
+		bad, dir := writeConf(t, body)
+		_, errOut, code := runCLI("check-config", "--registries-conf", bad, "--registries-conf-dir", dir)
+		if code == 0 || !strings.Contains(errOut, bad) {
+			t.Errorf("%s: exit %d, stderr %q; want non-zero naming %s", name, code, errOut, bad)
+		}
+	}
+	if _, errOut, code := runCLI("check-config", "--registries-conf", "/nonexistent/registries.conf"); code == 0 {
+		t.Errorf("missing explicit file accepted: %s", errOut)
+	}
+}
+
+func TestUsage(t *testing.T) {
+	if _, _, code := runCLI(); code != 2 {
+		t.Errorf("no command: exit %d", code)
+	}
+	if _, _, code := runCLI("frobnicate"); code != 2 {
+		t.Errorf("unknown command: exit %d", code)
+	}
+	if out, _, code := runCLI("version"); code != 0 || !strings.HasPrefix(out, "cri-mirror-proxy ") {
+		t.Errorf("version: %d %q", code, out)
+	}
+	for _, cmd := range []string{"serve", "resolve", "check-config"} {
+		_, errOut, code := runCLI(cmd, "--help")
+		if code != 0 || !strings.Contains(errOut, "--registries-conf") && !strings.Contains(errOut, "-registries-conf") {
+			t.Errorf("%s --help: exit %d, %q", cmd, code, errOut)
+		}
+	}
+	if _, errOut, code := runCLI("serve", "--log-format", "xml", "--registries-conf", "/nonexistent"); code != 2 || !strings.Contains(errOut, "log-format") {
+		t.Errorf("bad log format: exit %d, %q", code, errOut)
+	}
+}

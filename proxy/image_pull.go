@@ -26,9 +26,18 @@ import (
 // The last candidate always gets the caller's full deadline. 0 = no bound.
 func WithAttemptTimeout(d time.Duration) Option { return func(s *Server) { s.attemptTimeout = d } }
 
-// resultTimeout is the attempt result of a mirror abandoned after the
-// attempt timeout; it says the mirror stalled, unlike a caller's cancel.
-const resultTimeout = "timeout"
+// Attempt results besides success, error and canceled.
+const (
+	// resultTimeout: a mirror abandoned after the attempt timeout; it
+	// stalled, unlike a caller's cancel.
+	resultTimeout = "timeout"
+	// resultSkipped: a mirror held back by its breaker; no request was made.
+	resultSkipped = "skipped"
+	// resultMissing: the probe found no such manifest on the mirror.
+	resultMissing = "missing"
+	// resultUnreachable: the probe could not reach the mirror.
+	resultUnreachable = "unreachable"
+)
 
 // PullImage resolves the reference through the mirror rules and asks the
 // runtime to pull each candidate in turn until one succeeds.
@@ -72,10 +81,27 @@ func (s *Server) pull(ctx context.Context, req *runtimeapi.PullImageRequest, res
 		if i > 0 {
 			s.metrics.Fallbacks.WithLabelValues(registry).Inc()
 		}
+		isLast := i == len(res.Candidates)-1
 		log := s.log.WithFields(logrus.Fields{
 			"image": original, "candidate": c.Ref.String(), "mirror": mirrorLabel(c), "attempt": i + 1,
 		})
-		resp, err := s.attempt(ctx, req, res, c, i == len(res.Candidates)-1, log)
+		if !c.Source {
+			if skip := s.screen(ctx, res, c, isLast, log); skip != "" {
+				failures = append(failures, fmt.Sprintf("%s (%s): %s", c.Ref, describe(c), skip))
+				continue
+			}
+		}
+		resp, err := s.attempt(ctx, req, res, c, isLast, log)
+		if !c.Source {
+			switch {
+			case err == nil:
+				s.health.success(c.Location)
+			case ctx.Err() == nil && mirrorFault(err):
+				s.health.failure(c.Location)
+			default:
+				s.health.release(c.Location)
+			}
+		}
 		if err == nil {
 			if c.Source && i > 0 {
 				s.metrics.SourcePulls.WithLabelValues(registry).Inc()
@@ -94,12 +120,79 @@ func (s *Server) pull(ctx context.Context, req *runtimeapi.PullImageRequest, res
 		last = err
 		failures = append(failures, fmt.Sprintf("%s (%s): %s", c.Ref, describe(c), status.Convert(err).Message()))
 	}
+	if last == nil {
+		// Every candidate was skipped before reaching the runtime.
+		last = status.Error(codes.Unavailable, "no candidate reached the runtime")
+	}
 	s.metrics.Pulls.WithLabelValues(registry, metrics.ResultError).Inc()
 	code := status.Code(last)
 	if code == codes.OK {
 		code = codes.Unknown
 	}
 	return nil, status.Errorf(code, "pull %s: all %d candidates failed: %s", original, len(failures), strings.Join(failures, "; "))
+}
+
+// screen decides whether a mirror is worth a runtime pull: not while its
+// breaker is open, not when the probe finds the manifest missing or the
+// mirror unreachable. It returns why the mirror is skipped, or "". The last
+// candidate is never skipped: trying it is better than failing for sure.
+func (s *Server) screen(ctx context.Context, res *resolver.Resolution, c resolver.Candidate, last bool, log logrus.FieldLogger) string {
+	registry, mirror := ruleLabel(res.Rule), mirrorLabel(c)
+	if !s.health.allow(c.Location) {
+		if !last {
+			s.metrics.Attempts.WithLabelValues(registry, mirror, resultSkipped).Inc()
+			log.WithField("result", resultSkipped).Info("mirror skipped: it failed recently")
+			return "skipped: failed recently, cooling down"
+		}
+	}
+	if s.prober == nil || last {
+		return ""
+	}
+	start := time.Now()
+	found, err := s.prober.Probe(ctx, c)
+	d := time.Since(start)
+	log = log.WithFields(logrus.Fields{"probe": found.String(), "probe_duration": d.Round(time.Millisecond).String()})
+	switch found {
+	case probeAbsent:
+		s.health.release(c.Location)
+		s.metrics.ObserveAttempt(registry, mirror, resultMissing, d)
+		log.WithField("result", resultMissing).Info("mirror skipped: probe found no such manifest")
+		return "skipped: the probe found no such manifest"
+	case probeUnreachable:
+		if ctx.Err() != nil {
+			return ""
+		}
+		s.health.failure(c.Location)
+		s.metrics.ObserveAttempt(registry, mirror, resultUnreachable, d)
+		log.WithField("result", resultUnreachable).WithError(err).Warn("mirror skipped: probe could not reach it")
+		if err != nil {
+			return "skipped: the probe could not reach it: " + err.Error()
+		}
+		return "skipped: the probe could not reach it"
+	case probeInconclusive:
+		log.WithError(err).Debug("probe inconclusive; the runtime decides")
+	}
+	return ""
+}
+
+// mirrorFault tells a failing mirror from a mirror that answered "no": a
+// cache miss or refused credentials must not hold a healthy mirror back.
+// Runtimes report registry errors as text, so the text decides where the
+// code does not.
+func mirrorFault(err error) bool {
+	switch status.Code(err) {
+	case codes.NotFound, codes.Unauthenticated, codes.PermissionDenied, codes.InvalidArgument:
+		return false
+	case codes.DeadlineExceeded, codes.Unavailable:
+		return true
+	}
+	msg := strings.ToLower(status.Convert(err).Message())
+	for _, answer := range []string{"not found", "manifest unknown", "name unknown", "401 unauthorized", "403 forbidden", "denied"} {
+		if strings.Contains(msg, answer) {
+			return false
+		}
+	}
+	return true
 }
 
 // attempt asks the runtime to pull one candidate, with the credentials that

@@ -43,6 +43,9 @@ type Server struct {
 	flights  flights
 
 	attemptTimeout time.Duration
+	prober         Prober
+	cooldown       time.Duration
+	health         *health
 }
 
 // Option configures optional parts of a Server.
@@ -55,6 +58,10 @@ func WithMetrics(m *metrics.Metrics) Option { return func(s *Server) { s.metrics
 // WithCredentials sets how credentials for mirror hosts are found. Without it
 // mirrors are pulled anonymously.
 func WithCredentials(c Credentials) Option { return func(s *Server) { s.creds = c } }
+
+// WithCooldown sets how long a failed mirror is held back (0 turns the
+// circuit breaker off). Default DefaultCooldown.
+func WithCooldown(d time.Duration) Option { return func(s *Server) { s.cooldown = d } }
 
 // WithLogger sets the logger.
 func WithLogger(l logrus.FieldLogger) Option { return func(s *Server) { s.log = l } }
@@ -69,10 +76,12 @@ func New(conn grpc.ClientConnInterface, r Resolver, aliases AliasStore, opts ...
 		creds:    noCredentials{},
 		metrics:  metrics.New(),
 		log:      logrus.StandardLogger(),
+		cooldown: DefaultCooldown,
 	}
 	for _, o := range opts {
 		o(s)
 	}
+	s.health = newHealth(s.cooldown, s.mirrorHealthChanged)
 	s.flights.m = map[string]*flight{}
 	return s
 }
@@ -81,4 +90,16 @@ func New(conn grpc.ClientConnInterface, r Resolver, aliases AliasStore, opts ...
 // the runtime serves) reaches the runtime through ServerOptions.
 func (s *Server) Register(gs *grpc.Server) {
 	runtimeapi.RegisterImageServiceServer(gs, s)
+}
+
+// mirrorHealthChanged reports a mirror's breaker opening or closing.
+func (s *Server) mirrorHealthChanged(mirror string, healthy bool) {
+	log := s.log.WithField("mirror", mirror)
+	if healthy {
+		s.metrics.MirrorHealthy.WithLabelValues(mirror).Set(1)
+		log.Info("mirror is healthy again")
+		return
+	}
+	s.metrics.MirrorHealthy.WithLabelValues(mirror).Set(0)
+	log.WithField("cooldown", s.cooldown.String()).Warn("mirror failed: held back for the cool-down")
 }

@@ -51,6 +51,18 @@ func (f *flags) String(p *string, name, def, usage string) {
 	f.fs.StringVar(p, name, def, f.help(name, usage))
 }
 
+func (f *flags) Bool(p *bool, name string, def bool, usage string) {
+	if v, ok := f.env(name); ok {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			f.fail(fmt.Errorf("%s: %q is not true or false", envName(name), v))
+		} else {
+			def = b
+		}
+	}
+	f.fs.BoolVar(p, name, def, f.help(name, usage))
+}
+
 func (f *flags) Duration(p *time.Duration, name string, def time.Duration, usage string) {
 	if v, ok := f.env(name); ok {
 		d, err := time.ParseDuration(v)

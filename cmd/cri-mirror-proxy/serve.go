@@ -29,6 +29,9 @@ type serveConfig struct {
 	metricsAddress  string
 	authFile        string
 	attemptTimeout  time.Duration
+	probe           bool
+	probeTimeout    time.Duration
+	cooldown        time.Duration
 	shutdownTimeout time.Duration
 	logLevel        string
 	logFormat       string
@@ -45,6 +48,9 @@ func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
 	f.String(&c.metricsAddress, "metrics-address", "127.0.0.1:9464", "HTTP address for /metrics, /healthz, /readyz (empty: off)")
 	f.String(&c.authFile, "auth-file", "", "auth.json with credentials for mirror hosts (default: the containers/image search order)")
 	f.Duration(&c.attemptTimeout, "attempt-timeout", 0, "bound on a mirror attempt that has another candidate after it (0: the caller's deadline only)")
+	f.Bool(&c.probe, "probe", true, "check a mirror has the manifest (HEAD, containers/image docker transport) before the runtime pulls from it")
+	f.Duration(&c.probeTimeout, "probe-timeout", 2*time.Second, "bound on one manifest probe")
+	f.Duration(&c.cooldown, "mirror-cooldown", proxy.DefaultCooldown, "how long a failed mirror is held back before it is tried again (0: never held back)")
 	f.Duration(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long a stop waits for in-flight calls")
 	f.String(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.String(&c.logFormat, "log-format", "text", "log format: text or json")
@@ -99,12 +105,22 @@ func serve(ctx context.Context, c serveConfig) error {
 	}
 	defer conn.Close()
 
-	srv := proxy.New(conn, rules, aliases,
+	opts := []proxy.Option{
 		proxy.WithMetrics(m),
 		proxy.WithCredentials(proxy.NewAuthFile(c.authFile)),
 		proxy.WithLogger(log),
 		proxy.WithAttemptTimeout(c.attemptTimeout),
-	)
+		proxy.WithCooldown(c.cooldown),
+	}
+	if c.probe {
+		conf := c.rules.file
+		if _, err := os.Stat(conf); err != nil {
+			conf = os.DevNull // no main file: only drop-ins, as the resolver reads them
+		}
+		opts = append(opts, proxy.WithProber(proxy.NewManifestProbe(c.probeTimeout, c.authFile,
+			conf, c.rules.dir, "cri-mirror-proxy/"+version)))
+	}
+	srv := proxy.New(conn, rules, aliases, opts...)
 	gs := grpc.NewServer(
 		grpc.ForceServerCodecV2(proxy.Codec()),
 		grpc.UnknownServiceHandler(srv.Relay),

@@ -1,0 +1,104 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"syscall"
+	"time"
+
+	"go.podman.io/image/v5/docker"
+	"go.podman.io/image/v5/types"
+
+	"github.com/cri-mirror-proxy/cri-mirror-proxy/resolver"
+)
+
+// probeResult is what a manifest probe learnt about a candidate.
+type probeResult int
+
+const (
+	// probeInconclusive: the probe could not tell (credentials refused,
+	// TLS or scheme trouble the runtime may not share); the runtime decides.
+	probeInconclusive probeResult = iota
+	// probePresent: the mirror has the manifest.
+	probePresent
+	// probeAbsent: the mirror answered and does not have it (a cache miss).
+	probeAbsent
+	// probeUnreachable: nothing answered in time.
+	probeUnreachable
+)
+
+func (r probeResult) String() string {
+	return [...]string{"inconclusive", "present", "absent", "unreachable"}[r]
+}
+
+// Prober checks a mirror candidate before the runtime is asked to pull it.
+type Prober interface {
+	Probe(ctx context.Context, c resolver.Candidate) (probeResult, error)
+}
+
+// WithProber enables the manifest probe for mirror candidates.
+func WithProber(p Prober) Option { return func(s *Server) { s.prober = p } }
+
+// ManifestProbe asks a mirror for the manifest with a HEAD request through
+// the containers/image docker transport, so it honours the rule's
+// `insecure`, certs.d and the auth file for the mirror host: the same view
+// of the mirror CRI-O would have.
+type ManifestProbe struct {
+	timeout  time.Duration
+	authFile string
+	confPath string
+	confDir  string
+	agent    string
+}
+
+// NewManifestProbe returns a probe bounded by timeout. authFile, confPath
+// and confDir are the proxy's own (empty: containers/image defaults).
+func NewManifestProbe(timeout time.Duration, authFile, confPath, confDir, userAgent string) *ManifestProbe {
+	return &ManifestProbe{timeout: timeout, authFile: authFile, confPath: confPath, confDir: confDir, agent: userAgent}
+}
+
+// Probe implements Prober.
+func (p *ManifestProbe) Probe(ctx context.Context, c resolver.Candidate) (probeResult, error) {
+	ref, err := docker.NewReference(c.Ref)
+	if err != nil {
+		return probeInconclusive, err
+	}
+	sys := &types.SystemContext{
+		AuthFilePath:                p.authFile,
+		SystemRegistriesConfPath:    p.confPath,
+		SystemRegistriesConfDirPath: p.confDir,
+		DockerRegistryUserAgent:     p.agent,
+	}
+	if c.Insecure {
+		sys.DockerInsecureSkipTLSVerify = types.OptionalBoolTrue
+	}
+	ctx, cancel := context.WithTimeout(ctx, p.timeout)
+	defer cancel()
+	_, err = docker.GetDigest(ctx, sys, ref)
+	return classifyProbe(ctx, err), err
+}
+
+// classifyProbe sorts a GetDigest error. containers/image reports a 404 on
+// a HEAD (no body to decode) only in its message ("StatusCode: 404"); the
+// probe tests pin this against a real registry.
+func classifyProbe(ctx context.Context, err error) probeResult {
+	var unauthorized docker.ErrUnauthorizedForCredentials
+	var netErr net.Error
+	switch {
+	case err == nil:
+		return probePresent
+	case ctx.Err() != nil, errors.Is(err, context.DeadlineExceeded),
+		errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH),
+		errors.As(err, &netErr) && netErr.Timeout():
+		return probeUnreachable
+	case errors.As(err, &unauthorized):
+		return probeInconclusive
+	}
+	msg := err.Error()
+	if strings.Contains(msg, "StatusCode: 404") || strings.Contains(msg, "manifest unknown") || strings.Contains(msg, "name unknown") {
+		return probeAbsent
+	}
+	return probeInconclusive
+}

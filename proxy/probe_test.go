@@ -1,0 +1,162 @@
+package proxy
+
+import (
+	"context"
+	"io"
+	"log"
+	"net"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.podman.io/image/v5/docker/reference"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/cri-mirror-proxy/cri-mirror-proxy/resolver"
+)
+
+// mapProber is a Prober double: results by candidate reference, present
+// when unlisted.
+type mapProber map[string]probeResult
+
+func (m mapProber) Probe(_ context.Context, c resolver.Candidate) (probeResult, error) {
+	if r, ok := m[c.Ref.String()]; ok {
+		return r, nil
+	}
+	return probePresent, nil
+}
+
+func TestBreakerSkipsFailedMirror(t *testing.T) {
+	h := newHarness(t)
+	h.rt.fail("mirror-a.test/hub/library/one:1", status.Error(codes.Unknown, "dial tcp 10.0.0.1:443: connect: connection refused"))
+	h.rt.publish("mirror-b.test/library/one:1", "one")
+	h.rt.publish("mirror-b.test/library/two:1", "two")
+	h.mustPull("one:1")
+	h.mustPull("two:1")
+	want := []string{"mirror-a.test/hub/library/one:1", "mirror-b.test/library/one:1", "mirror-b.test/library/two:1"}
+	if got := h.rt.pulledRefs(); !slices.Equal(got, want) {
+		t.Errorf("runtime pulls = %q, want %q (the failed mirror held back)", got, want)
+	}
+	if got := testutil.ToFloat64(h.metrics.Attempts.WithLabelValues("docker.io", "mirror-a.test/hub", resultSkipped)); got != 1 {
+		t.Errorf("skipped attempts = %v, want 1", got)
+	}
+	if got := testutil.ToFloat64(h.metrics.MirrorHealthy.WithLabelValues("mirror-a.test/hub")); got != 0 {
+		t.Errorf("mirror_healthy = %v, want 0", got)
+	}
+}
+
+func TestCacheMissKeepsMirrorHealthy(t *testing.T) {
+	h := newHarness(t)
+	h.rt.publish("mirror-b.test/library/one:1", "one")
+	h.rt.publish("mirror-a.test/hub/library/two:1", "two")
+	h.mustPull("one:1") // mirror-a: not found, a miss
+	h.mustPull("two:1")
+	want := []string{"mirror-a.test/hub/library/one:1", "mirror-b.test/library/one:1", "mirror-a.test/hub/library/two:1"}
+	if got := h.rt.pulledRefs(); !slices.Equal(got, want) {
+		t.Errorf("runtime pulls = %q, want %q", got, want)
+	}
+}
+
+func TestProbeSkipsMirrors(t *testing.T) {
+	h := newHarness(t, WithProber(mapProber{
+		"mirror-a.test/hub/library/app:1": probeAbsent,
+		"mirror-b.test/library/app:1":     probeUnreachable,
+	}))
+	h.rt.publish("docker.io/library/app:1", "app")
+	h.rt.publish("mirror-b.test/library/other:1", "other")
+	h.mustPull("app:1")
+	if got := h.rt.pulledRefs(); !slices.Equal(got, []string{"docker.io/library/app:1"}) {
+		t.Errorf("runtime pulls = %q: probed-out mirrors must not reach the runtime", got)
+	}
+	for result, want := range map[string]float64{resultMissing: 1, resultUnreachable: 0} {
+		if got := testutil.ToFloat64(h.metrics.Attempts.WithLabelValues("docker.io", "mirror-a.test/hub", result)); got != want {
+			t.Errorf("mirror-a %s = %v, want %v", result, got, want)
+		}
+	}
+	if got := testutil.ToFloat64(h.metrics.Attempts.WithLabelValues("docker.io", "mirror-b.test", resultUnreachable)); got != 1 {
+		t.Errorf("mirror-b unreachable = %v, want 1", got)
+	}
+	// The unreachable mirror is now held back: a later pull skips it
+	// without asking the runtime.
+	if _, err := h.pull("other:1", nil); err == nil {
+		t.Fatal("other:1 exists only on the held-back mirror; the pull should fail")
+	}
+	for _, ref := range h.rt.pulledRefs() {
+		if strings.HasPrefix(ref, "mirror-b.test/") {
+			t.Errorf("held-back mirror reached the runtime: %s", ref)
+		}
+	}
+}
+
+func TestManifestProbeAgainstARealRegistry(t *testing.T) {
+	reg := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	t.Cleanup(reg.Close)
+	host := strings.TrimPrefix(reg.URL, "http://")
+	img, err := random.Image(256, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tag, err := name.NewTag(host + "/mirror/app:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(tag, img); err != nil {
+		t.Fatal(err)
+	}
+
+	// A listener that accepts and never answers.
+	hole, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { hole.Close() })
+	go func() {
+		for i := 0; i < 100; i++ {
+			c, err := hole.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { c.Close() })
+		}
+	}()
+	// A port nothing listens on.
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closedAddr := closed.Addr().String()
+	closed.Close()
+
+	p := NewManifestProbe(300*time.Millisecond, "/nonexistent/auth.json", "/dev/null", t.TempDir(), "cri-mirror-proxy/test")
+	for _, tc := range []struct {
+		ref  string
+		want probeResult
+	}{
+		{host + "/mirror/app:1", probePresent},
+		{host + "/mirror/app:2", probeAbsent},
+		{host + "/mirror/nothing:1", probeAbsent},
+		{closedAddr + "/mirror/app:1", probeUnreachable},
+		{hole.Addr().String() + "/mirror/app:1", probeUnreachable},
+	} {
+		named, err := reference.ParseNormalizedNamed(tc.ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		got, err := p.Probe(context.Background(), resolver.Candidate{Ref: named, Insecure: true})
+		if got != tc.want {
+			t.Errorf("probe %s = %v (%v), want %v", tc.ref, got, err, tc.want)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("probe %s took %v: the timeout must bound it", tc.ref, d)
+		}
+	}
+}

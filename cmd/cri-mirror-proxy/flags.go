@@ -1,29 +1,41 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/BurntSushi/toml"
 )
 
 // envPrefix names the environment variable of each flag:
 // --runtime-endpoint ↔ CRI_MIRROR_PROXY_RUNTIME_ENDPOINT.
 const envPrefix = "CRI_MIRROR_PROXY_"
 
+// defaultConfigFile holds the proxy's own settings, one key per flag name.
+// It is optional at its default path.
+const defaultConfigFile = "/etc/cri-mirror-proxy/config.toml"
+
 func envName(flagName string) string {
 	return envPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
 
 // flags wraps a FlagSet so each flag is declared once with its name, its
-// environment variable, its default and its help, side by side. The
-// environment overrides the default; the command line overrides both.
+// environment variable, its default and its help, side by side. Precedence:
+// command line, then environment, then the config file, then the default.
 type flags struct {
-	fs  *flag.FlagSet
-	err error
+	fs       *flag.FlagSet
+	err      error
+	file     string            // config file read, "" if none
+	settings map[string]string // its settings, by flag name
+	origin   map[string]string // where a flag's value came from when not the command line
 }
 
 func newFlags(name, synopsis string, stderr io.Writer) *flags {
@@ -33,66 +45,132 @@ func newFlags(name, synopsis string, stderr io.Writer) *flags {
 		fmt.Fprintf(stderr, "Usage: cri-mirror-proxy %s\n\nFlags:\n", synopsis)
 		fs.PrintDefaults()
 	}
-	return &flags{fs: fs}
+	return &flags{fs: fs, origin: map[string]string{}}
 }
 
-func (f *flags) env(name string) (string, bool) {
-	return os.LookupEnv(envName(name))
+// loadConfig reads the config file named by --config in args, by its
+// environment variable, or at the default path (where it may be missing).
+// Values are TOML strings, booleans or integers keyed by flag name:
+//
+//	runtime-endpoint = "unix:///run/crio/crio.sock"
+//	probe-timeout = "3s"
+//	listen-mode = "0660"
+func (f *flags) loadConfig(args []string) {
+	f.fs.String("config", defaultConfigFile, f.help("config", "file of settings keyed by flag name (TOML)"))
+	path, explicit := configArg(args)
+	if !explicit {
+		path, explicit = os.LookupEnv(envName("config"))
+	}
+	if !explicit {
+		path = defaultConfigFile
+	}
+	var raw map[string]any
+	if _, err := toml.DecodeFile(path, &raw); err != nil {
+		if !explicit && errors.Is(err, fs.ErrNotExist) {
+			return
+		}
+		f.fail(fmt.Errorf("config file %s: %w", path, err))
+		return
+	}
+	f.file, f.settings = path, map[string]string{}
+	for k, v := range raw {
+		switch v := v.(type) {
+		case string:
+			f.settings[k] = v
+		case bool, int64:
+			f.settings[k] = fmt.Sprint(v)
+		default:
+			f.fail(fmt.Errorf("config file %s: %s: want a string, boolean or integer, got %T", path, k, v))
+		}
+	}
+}
+
+// configArg finds --config's value on the command line.
+func configArg(args []string) (string, bool) {
+	for i, a := range args {
+		if a == "--" {
+			break
+		}
+		for _, p := range []string{"-config", "--config"} {
+			if v, ok := strings.CutPrefix(a, p+"="); ok {
+				return v, true
+			}
+			if a == p && i+1 < len(args) {
+				return args[i+1], true
+			}
+		}
+	}
+	return "", false
+}
+
+// lookup finds a flag's value in the environment or the config file.
+func (f *flags) lookup(name string) (value, source string, ok bool) {
+	if v, ok := os.LookupEnv(envName(name)); ok {
+		return v, envName(name), true
+	}
+	if v, ok := f.settings[name]; ok {
+		return v, f.file, true
+	}
+	return "", "", false
 }
 
 func (f *flags) help(name, usage string) string {
 	return fmt.Sprintf("%s (env %s)", usage, envName(name))
 }
 
-func (f *flags) String(p *string, name, def, usage string) {
-	if v, ok := f.env(name); ok {
-		def = v
+// preset turns a looked-up value into a flag's default with parse, and
+// remembers where it came from.
+func preset[T any](f *flags, name string, def T, parse func(string) (T, error)) T {
+	v, source, ok := f.lookup(name)
+	if !ok {
+		return def
 	}
+	parsed, err := parse(v)
+	if err != nil {
+		f.fail(fmt.Errorf("%s: %s: %w", source, name, err))
+		return def
+	}
+	f.origin[name] = source
+	return parsed
+}
+
+func (f *flags) String(p *string, name, def, usage string) {
+	def = preset(f, name, def, func(s string) (string, error) { return s, nil })
 	f.fs.StringVar(p, name, def, f.help(name, usage))
 }
 
 func (f *flags) Bool(p *bool, name string, def bool, usage string) {
-	if v, ok := f.env(name); ok {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			f.fail(fmt.Errorf("%s: %q is not true or false", envName(name), v))
-		} else {
-			def = b
-		}
-	}
+	def = preset(f, name, def, strconv.ParseBool)
 	f.fs.BoolVar(p, name, def, f.help(name, usage))
 }
 
 func (f *flags) Duration(p *time.Duration, name string, def time.Duration, usage string) {
-	if v, ok := f.env(name); ok {
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			f.fail(fmt.Errorf("%s: %w", envName(name), err))
-		} else {
-			def = d
-		}
-	}
+	def = preset(f, name, def, time.ParseDuration)
 	f.fs.DurationVar(p, name, def, f.help(name, usage))
 }
 
+// Mode is an octal file mode such as 0660.
 func (f *flags) Mode(p *uint64, name string, def uint64, usage string) {
-	if v, ok := f.env(name); ok {
-		m, err := strconv.ParseUint(v, 8, 32)
-		if err != nil {
-			f.fail(fmt.Errorf("%s: %q is not an octal file mode", envName(name), v))
-		} else {
-			def = m
-		}
+	*p = preset(f, name, def, parseMode)
+	f.fs.Var((*modeValue)(p), name, f.help(name, usage))
+}
+
+type modeValue uint64
+
+func (m *modeValue) String() string { return fmt.Sprintf("%04o", uint64(*m)) }
+
+func (m *modeValue) Set(s string) error {
+	v, err := parseMode(s)
+	*m = modeValue(v)
+	return err
+}
+
+func parseMode(s string) (uint64, error) {
+	m, err := strconv.ParseUint(s, 8, 32)
+	if err != nil || m > 0o777 {
+		return 0, fmt.Errorf("%q is not an octal file mode such as 0660", s)
 	}
-	f.fs.Func(name, f.help(name, usage)+fmt.Sprintf(" (default %04o)", def), func(s string) error {
-		m, err := strconv.ParseUint(s, 8, 32)
-		if err != nil || m > 0o777 {
-			return fmt.Errorf("%q is not an octal file mode such as 0660", s)
-		}
-		*p = m
-		return nil
-	})
-	*p = def
+	return m, nil
 }
 
 func (f *flags) fail(err error) {
@@ -101,10 +179,21 @@ func (f *flags) fail(err error) {
 	}
 }
 
-// parse parses args and wants exactly nargs positional arguments.
+// parse parses args and wants exactly nargs positional arguments. A config
+// file setting that names no flag is an error: a typo must not pass.
 func (f *flags) parse(args []string, nargs int) error {
 	if f.err != nil {
 		return &exitError{code: 2, err: f.err}
+	}
+	keys := make([]string, 0, len(f.settings))
+	for k := range f.settings {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if k == "config" || f.fs.Lookup(k) == nil {
+			return &exitError{code: 2, err: fmt.Errorf("config file %s: unknown setting %q (settings are the flag names of %q)", f.file, k, f.fs.Name())}
+		}
 	}
 	if err := f.fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
@@ -116,5 +205,20 @@ func (f *flags) parse(args []string, nargs int) error {
 		f.fs.Usage()
 		return &exitError{code: 2, err: fmt.Errorf("%s: want %d argument(s), got %d", f.fs.Name(), nargs, f.fs.NArg())}
 	}
+	f.fs.Visit(func(fl *flag.Flag) { f.origin[fl.Name] = "command line" })
 	return nil
+}
+
+// describe prints every setting with its value and where it came from.
+func (f *flags) describe(w io.Writer) {
+	f.fs.VisitAll(func(fl *flag.Flag) {
+		if fl.Name == "config" {
+			return
+		}
+		source := f.origin[fl.Name]
+		if source == "" {
+			source = "default"
+		}
+		fmt.Fprintf(w, "  %-20s %-45s (%s)\n", fl.Name, fl.Value.String(), source)
+	})
 }

@@ -66,24 +66,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	cmd, rest := args[0], args[1:]
 	switch cmd {
-	case "serve":
-		cfg, err := parseServe(rest, stderr)
+	case "serve", "resolve", "check-config":
+		cfg, err := parseServe(cmd, rest, stderr)
 		if err != nil {
 			return err
 		}
-		return serve(ctx, cfg)
-	case "resolve":
-		cfg, err := parseResolve(rest, stderr)
-		if err != nil {
-			return err
+		switch cmd {
+		case "serve":
+			return serve(ctx, cfg)
+		case "resolve":
+			return resolve(cfg, stdout)
+		default:
+			return checkConfig(cfg, stdout)
 		}
-		return resolve(cfg, stdout)
-	case "check-config":
-		cfg, err := parseRules(rest, "check-config", stderr)
-		if err != nil {
-			return err
-		}
-		return checkConfig(cfg, stdout)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "cri-mirror-proxy %s\n", version)
 		return nil

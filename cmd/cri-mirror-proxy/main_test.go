@@ -125,3 +125,62 @@ func TestUsage(t *testing.T) {
 		t.Errorf("bad log format: exit %d, %q", code, errOut)
 	}
 }
+
+func TestConfigFile(t *testing.T) {
+	rules, dir := writeConf(t, cliRules)
+	cfg := filepath.Join(t.TempDir(), "config.toml")
+	write := func(body string) {
+		t.Helper()
+		if err := os.WriteFile(cfg, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("registries-conf = \"" + rules + "\"\nregistries-conf-dir = \"" + dir + "\"\nprobe-timeout = \"5s\"\nlisten-mode = \"0600\"\nprobe = false\n")
+
+	out, errOut, code := runCLI("check-config", "--config", cfg)
+	if code != 0 {
+		t.Fatalf("check-config: exit %d: %s", code, errOut)
+	}
+	for _, want := range []string{
+		"probe-timeout        5s", "(" + cfg + ")", "listen-mode          0600", "rule(s)", "127.0.0.1:5000/mirror",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("check-config output lacks %q:\n%s", want, out)
+		}
+	}
+
+	for body, msg := range map[string]string{
+		"probe-timout = \"5s\"\n":    `unknown setting "probe-timout"`,
+		"probe-timeout = \"soon\"\n": "probe-timeout",
+		"listen-mode = \"0999\"\n":   "octal",
+		"probe = [1]\n":              "want a string",
+		"probe = \n":                 cfg,
+	} {
+		write(body)
+		_, errOut, code := runCLI("check-config", "--config", cfg)
+		if code == 0 || !strings.Contains(errOut, msg) || !strings.Contains(errOut, cfg) {
+			t.Errorf("config %q: exit %d, stderr %q; want an error naming the file and %q", body, code, errOut, msg)
+		}
+	}
+	if _, errOut, code := runCLI("check-config", "--config", "/nonexistent/config.toml"); code == 0 {
+		t.Errorf("a missing explicit config file was accepted: %s", errOut)
+	}
+	write("registries-conf = \"" + rules + "\"\nregistries-conf-dir = \"" + dir + "\"\nprobe-timeout = \"5s\"\n")
+	// The environment overrides the file, the command line both.
+	t.Setenv("CRI_MIRROR_PROXY_PROBE_TIMEOUT", "7s")
+	out, _, _ = runCLI("check-config", "--config="+cfg)
+	if !strings.Contains(out, "probe-timeout        7s") || !strings.Contains(out, "CRI_MIRROR_PROXY_PROBE_TIMEOUT") {
+		t.Errorf("env did not override the file:\n%s", out)
+	}
+	out, _, _ = runCLI("check-config", "--config", cfg, "--probe-timeout", "9s")
+	if !strings.Contains(out, "probe-timeout        9s") || !strings.Contains(out, "(command line)") {
+		t.Errorf("flag did not override env and file:\n%s", out)
+	}
+
+	// resolve reads the rules named in the file.
+	out, errOut, code = runCLI("resolve", "--config", cfg, "nginx:1.27")
+	if code != 0 || !strings.HasPrefix(out, "127.0.0.1:5000/mirror/library/nginx:1.27") {
+		t.Errorf("resolve with config file: exit %d, %q, %q", code, out, errOut)
+	}
+
+}

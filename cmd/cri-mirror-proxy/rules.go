@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/cri-mirror-proxy/cri-mirror-proxy/proxy"
 	"github.com/cri-mirror-proxy/cri-mirror-proxy/resolver"
 )
 
@@ -15,41 +16,28 @@ type rulesConfig struct {
 }
 
 func (r *rulesConfig) register(f *flags) {
-	f.String(&r.file, "registries-conf", "/etc/containers/registries.conf", "registries.conf (v2) with the mirror rules")
-	f.String(&r.dir, "registries-conf-dir", "/etc/containers/registries.conf.d", "directory of registries.conf drop-ins (*.conf)")
+	f.String(&r.file, "registries-conf", resolver.DefaultConfPath, "registries.conf (v2) with the mirror rules; may be missing at its default path")
+	f.String(&r.dir, "registries-conf-dir", resolver.DefaultConfDir, "directory of registries.conf drop-ins (*.conf)")
 }
 
-func parseRules(args []string, name string, stderr io.Writer) (rulesConfig, error) {
-	var r rulesConfig
-	f := newFlags(name, name+" [flags]", stderr)
-	r.register(f)
-	return r, f.parse(args, 0)
-}
-
-type resolveConfig struct {
-	rules rulesConfig
-	image string
-}
-
-func parseResolve(args []string, stderr io.Writer) (resolveConfig, error) {
-	var c resolveConfig
-	f := newFlags("resolve", "resolve [flags] IMAGE", stderr)
-	c.rules.register(f)
-	if err := f.parse(args, 1); err != nil {
-		return c, err
+// load reads the rules. The default main file may be missing (only drop-ins
+// then), as for CRI-O and Podman; a path given otherwise must exist.
+func (r *rulesConfig) load() (*resolver.Resolver, error) {
+	file := r.file
+	if file == resolver.DefaultConfPath {
+		file = ""
 	}
-	c.image = f.fs.Arg(0)
-	return c, nil
+	return resolver.New(file, r.dir)
 }
 
 // resolve prints the candidates a pull of image would try, in order, one per
 // line: the reference first, then why.
-func resolve(c resolveConfig, stdout io.Writer) error {
-	r, err := resolver.New(c.rules.file, c.rules.dir)
+func resolve(c serveConfig, stdout io.Writer) error {
+	r, err := c.rules.load()
 	if err != nil {
 		return err
 	}
-	res, err := r.Resolve(c.image)
+	res, err := r.Resolve(c.args[0])
 	if err != nil {
 		return err
 	}
@@ -59,12 +47,23 @@ func resolve(c resolveConfig, stdout io.Writer) error {
 	return nil
 }
 
-// checkConfig validates the rules and prints the effective ones.
-func checkConfig(c rulesConfig, stdout io.Writer) error {
-	r, err := resolver.New(c.file, c.dir)
+// checkConfig validates the settings and the rules and prints both.
+func checkConfig(c serveConfig, stdout io.Writer) error {
+	if _, err := newLogger(c.logLevel, c.logFormat); err != nil {
+		return err
+	}
+	for name, endpoint := range map[string]string{"--listen": c.listen, "--runtime-endpoint": c.runtimeEndpoint} {
+		if _, err := proxy.SocketPath(endpoint); err != nil {
+			return &exitError{code: 1, err: fmt.Errorf("%s: %w", name, err)}
+		}
+	}
+	r, err := c.rules.load()
 	if err != nil {
 		return err
 	}
+	fmt.Fprintln(stdout, "settings:")
+	c.describe(stdout)
+	fmt.Fprintln(stdout)
 	fmt.Fprint(stdout, r.Describe())
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
@@ -35,11 +36,22 @@ type serveConfig struct {
 	shutdownTimeout time.Duration
 	logLevel        string
 	logFormat       string
+
+	args     []string        // positional arguments (resolve's IMAGE)
+	describe func(io.Writer) // prints every setting and where it came from
 }
 
-func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
+// parseServe parses the settings of serve. check-config and resolve take
+// the same settings (and config file), so what they check is what serve
+// would run; resolve wants the IMAGE argument.
+func parseServe(name string, args []string, stderr io.Writer) (serveConfig, error) {
 	var c serveConfig
-	f := newFlags("serve", "serve [flags]", stderr)
+	synopsis, nargs := name+" [flags]", 0
+	if name == "resolve" {
+		synopsis, nargs = "resolve [flags] IMAGE", 1
+	}
+	f := newFlags(name, synopsis, stderr)
+	f.loadConfig(args)
 	c.rules.register(f)
 	f.String(&c.listen, "listen", "unix:///run/cri-mirror-proxy/cri.sock", "CRI socket to serve on")
 	f.Mode(&c.listenMode, "listen-mode", 0o660, "file mode of the CRI socket")
@@ -54,7 +66,12 @@ func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
 	f.Duration(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long a stop waits for in-flight calls")
 	f.String(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.String(&c.logFormat, "log-format", "text", "log format: text or json")
-	return c, f.parse(args, 0)
+	if err := f.parse(args, nargs); err != nil {
+		return c, err
+	}
+	c.args = f.fs.Args()
+	c.describe = f.describe
+	return c, nil
 }
 
 func newLogger(level, format string) (*logrus.Logger, error) {
@@ -80,7 +97,7 @@ func serve(ctx context.Context, c serveConfig) error {
 	if err != nil {
 		return err
 	}
-	rules, err := resolver.New(c.rules.file, c.rules.dir)
+	rules, err := c.rules.load()
 	if err != nil {
 		return err
 	}
@@ -141,6 +158,14 @@ func serve(ctx context.Context, c serveConfig) error {
 		"aliases": aliases.Len(), "version": version,
 	}).Info("cri-mirror-proxy serving")
 
+	// Under systemd (Type=notify) the unit becomes active only now, with the
+	// socket in place: kubelet ordered After= it finds the socket there.
+	if ok, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
+		log.WithError(err).Warn("cannot notify systemd")
+	} else if ok {
+		log.Debug("notified systemd: ready")
+	}
+
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		if err := gs.Serve(lis); err != nil {
@@ -173,6 +198,7 @@ func serve(ctx context.Context, c serveConfig) error {
 // timeout, then cuts the rest. Closing the listener removes the socket.
 func stopGracefully(gs *grpc.Server, timeout time.Duration, log logrus.FieldLogger) {
 	log.WithField("timeout", timeout).Info("stopping: waiting for in-flight calls")
+	_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
 	done := make(chan struct{})
 	go func() { gs.GracefulStop(); close(done) }()
 	select {

@@ -1,0 +1,72 @@
+package proxy
+
+import (
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestListen(t *testing.T) {
+	sock := filepath.Join(shortSocket(t, "sub"), "cri.sock") // parent does not exist yet
+	l, err := Listen("unix://"+sock, 0o660)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o660 {
+		t.Errorf("socket mode = %v, want a socket with 0660", fi.Mode())
+	}
+
+	// A live socket is never taken over.
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	if _, err := Listen("unix://"+sock, 0o660); err == nil || !strings.Contains(err.Error(), "another process") {
+		t.Errorf("second Listen on a live socket: %v", err)
+	}
+	l.Close()
+
+	// A stale socket (its server died without removing it) is replaced.
+	stale, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale.SetUnlinkOnClose(false)
+	stale.Close()
+	l, err = Listen("unix://"+sock, 0o600)
+	if err != nil {
+		t.Fatalf("stale socket not replaced: %v", err)
+	}
+	l.Close()
+	if _, err := os.Stat(sock); !os.IsNotExist(err) {
+		t.Errorf("closing the listener must remove the socket: %v", err)
+	}
+
+	// Anything that is not a socket is left alone.
+	if err := os.WriteFile(sock, []byte("data"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Listen("unix://"+sock, 0o660); err == nil || !strings.Contains(err.Error(), "not a socket") {
+		t.Errorf("Listen over a regular file: %v", err)
+	}
+	if b, _ := os.ReadFile(sock); string(b) != "data" {
+		t.Error("a regular file was touched")
+	}
+
+	for _, bad := range []string{"tcp://127.0.0.1:1234", "unix://relative.sock", "relative.sock"} {
+		if _, err := Listen(bad, 0o660); err == nil {
+			t.Errorf("Listen(%q) accepted", bad)
+		}
+	}
+}

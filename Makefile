@@ -7,7 +7,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 BIN := bin/cri-mirror-proxy
 export CGO_ENABLED ?= 0
 
-.PHONY: help build run test unit e2e critest bench lint tools clean
+.PHONY: help build run test unit fuzz e2e critest bench lint tools clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -20,9 +20,14 @@ run: ## install what is missing and run the demo (a local registry + containerd,
 
 test: unit e2e critest ## everything: unit tests, e2e on real containerd + registry, critest through the proxy
 
-unit: ## unit tests (no root, no network)
+unit: ## unit tests with the race detector (no root, loopback only)
 	$(GO) vet -tags '$(TAGS)' ./...
-	$(GO) test -tags '$(TAGS)' -count=1 ./...
+	CGO_ENABLED=1 $(GO) test -race -tags '$(TAGS)' -count=1 ./...
+
+FUZZTIME ?= 30s
+fuzz: ## run each fuzzer for FUZZTIME (default 30s)
+	$(GO) test -tags '$(TAGS)' -run '^$$' -fuzz '^FuzzResolve$$' -fuzztime $(FUZZTIME) ./resolver/
+	$(GO) test -tags '$(TAGS)' -run '^$$' -fuzz '^FuzzNames$$' -fuzztime $(FUZZTIME) ./proxy/
 
 e2e: tools ## end-to-end tests on a real containerd and registry (root)
 	$(GO) test -tags 'e2e $(TAGS)' -count=1 -timeout 20m -v ./test/e2e/

@@ -23,7 +23,7 @@ func TestListen(t *testing.T) {
 	}
 
 	// A live socket is never taken over.
-	go func() {
+	go func(l net.Listener) {
 		for {
 			c, err := l.Accept()
 			if err != nil {
@@ -31,7 +31,7 @@ func TestListen(t *testing.T) {
 			}
 			c.Close()
 		}
-	}()
+	}(l)
 	if _, err := Listen("unix://"+sock, 0o660); err == nil || !strings.Contains(err.Error(), "another process") {
 		t.Errorf("second Listen on a live socket: %v", err)
 	}

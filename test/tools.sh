@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Installs what the real-parts tests need, idempotently:
+#   apt:  containerd runc docker-registry (and make, curl)   (only when a command is missing)
+#   go:   crane, crictl, critest            (into test/.bin, only when missing or of another version)
+# Usage: bash test/tools.sh        (root on Debian 12; Go on PATH or at /usr/local/go/bin)
+# Prints the tools directory on the last line; `export PATH="$(bash test/tools.sh | tail -1):$PATH"`.
+set -euo pipefail
+
+: "${CRI_TOOLS_VERSION:=v1.37.0}"
+: "${CRANE_VERSION:=v0.22.1}"
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+bin=${TOOLS_BIN:-$here/.bin}
+mkdir -p "$bin"
+command -v go >/dev/null || export PATH="/usr/local/go/bin:$PATH"
+command -v go >/dev/null || { echo "tools.sh: go not found (expected on PATH or /usr/local/go/bin)" >&2; exit 1; }
+
+log() { printf 'tools.sh: %s\n' "$*" >&2; }
+
+# --- apt packages -----------------------------------------------------------------------------
+# containerd, runc and docker-registry are the real parts under test; make and curl drive the
+# tests (`make test`, health checks in test/lib.sh) and may be missing on a minimal Debian.
+missing=()
+for cmd_pkg in containerd:containerd runc:runc docker-registry:docker-registry make:make curl:curl; do
+  command -v "${cmd_pkg%%:*}" >/dev/null || missing+=("${cmd_pkg#*:}")
+done
+if ((${#missing[@]})); then
+  [[ $(id -u) == 0 ]] || { log "need root to apt-get install ${missing[*]}"; exit 1; }
+  log "apt-get install ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# The Debian packages start system services; the tests run their own instances with their own
+# config and sockets, so the system ones are not needed (and the registry would hold :5000).
+for svc in docker-registry containerd; do
+  if command -v systemctl >/dev/null && systemctl is-active --quiet "$svc" 2>/dev/null; then
+    log "stopping system service $svc (the tests start their own)"
+    systemctl stop "$svc" || true
+  fi
+done
+
+# --- go-installed tools -----------------------------------------------------------------------
+# A stamp file per tool records the version it was built from, so a version bump rebuilds.
+stamp_ok() { [[ -x $bin/$1 && -f $bin/.$1.version && $(cat "$bin/.$1.version") == "$2" ]]; }
+
+if ! stamp_ok crane "$CRANE_VERSION"; then
+  log "go install crane@$CRANE_VERSION"
+  GOBIN=$bin go install "github.com/google/go-containerregistry/cmd/crane@$CRANE_VERSION"
+  echo "$CRANE_VERSION" >"$bin/.crane.version"
+fi
+if ! stamp_ok crictl "$CRI_TOOLS_VERSION"; then
+  log "go install crictl@$CRI_TOOLS_VERSION"
+  GOBIN=$bin go install "sigs.k8s.io/cri-tools/cmd/crictl@$CRI_TOOLS_VERSION"
+  echo "$CRI_TOOLS_VERSION" >"$bin/.crictl.version"
+fi
+if ! stamp_ok critest "$CRI_TOOLS_VERSION"; then
+  # critest is the test binary of cri-tools' cmd/critest package. The module cache copy is
+  # read-only and has no vendor/ directory, so build from a writable copy with -mod=mod.
+  log "building critest from sigs.k8s.io/cri-tools@$CRI_TOOLS_VERSION"
+  go mod download "sigs.k8s.io/cri-tools@$CRI_TOOLS_VERSION"
+  src=$(go env GOMODCACHE)/sigs.k8s.io/cri-tools@$CRI_TOOLS_VERSION
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' EXIT
+  cp -r "$src" "$work/cri-tools" && chmod -R u+w "$work/cri-tools"
+  (cd "$work/cri-tools" && go test -mod=mod -c -o "$bin/critest" ./cmd/critest)
+  echo "$CRI_TOOLS_VERSION" >"$bin/.critest.version"
+fi
+
+echo "$bin"

@@ -19,9 +19,10 @@ log() { printf 'tools.sh: %s\n' "$*" >&2; }
 
 # --- apt packages -----------------------------------------------------------------------------
 # containerd, runc and docker-registry are the real parts under test; make and curl drive the
-# tests (`make test`, health checks in test/lib.sh) and may be missing on a minimal Debian.
+# tests (`make test`, health checks in test/lib.sh) and may be missing on a minimal Debian;
+# promtool (Debian package prometheus) checks the alert rules in deploy/prometheus.
 missing=()
-for cmd_pkg in containerd:containerd runc:runc docker-registry:docker-registry make:make curl:curl; do
+for cmd_pkg in containerd:containerd runc:runc docker-registry:docker-registry make:make curl:curl promtool:prometheus; do
   command -v "${cmd_pkg%%:*}" >/dev/null || missing+=("${cmd_pkg#*:}")
 done
 if ((${#missing[@]})); then

@@ -19,10 +19,11 @@ var version = "dev"
 const usage = `cri-mirror-proxy: a CRI ImageService proxy that pulls through registry mirrors.
 
 Usage:
-  cri-mirror-proxy serve [flags]          serve CRI on a unix socket in front of the runtime
-  cri-mirror-proxy resolve [flags] IMAGE  print the ordered pull candidates for IMAGE and why
-  cri-mirror-proxy check-config [flags]   validate the mirror rules and print them
-  cri-mirror-proxy version                print the version
+  cri-mirror-proxy serve [flags]           serve CRI on a unix socket in front of the runtime
+  cri-mirror-proxy resolve [flags] IMAGE   print the ordered pull candidates for IMAGE and why
+  cri-mirror-proxy check-config [flags]    validate the settings and mirror rules and print them
+  cri-mirror-proxy import [flags] FILE...  convert OpenShift mirror sets into a registries.conf drop-in
+  cri-mirror-proxy version                 print the version
 
 Run "cri-mirror-proxy COMMAND --help" for the flags of a command.
 Every flag can also be set by an environment variable, shown in the help.
@@ -79,6 +80,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		default:
 			return checkConfig(cfg, stdout)
 		}
+	case "import":
+		cfg, err := parseImport(rest, stderr)
+		if err != nil {
+			return err
+		}
+		return runImport(cfg, stdout)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "cri-mirror-proxy %s\n", version)
 		return nil

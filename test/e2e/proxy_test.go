@@ -32,15 +32,28 @@ type proxy struct {
 	confDir     string
 	stateDir    string
 	metricsAddr string
+	opts        proxyOpts
 	proc        *process
 	conn        *grpc.ClientConn
 	img         runtimeapi.ImageServiceClient
 	rt          runtimeapi.RuntimeServiceClient
 }
 
+// proxyOpts are the settings of a proxy that differ from the usual test proxy.
+type proxyOpts struct {
+	runtimeSock string   // CRI socket of the runtime; default the shared containerd's
+	args        []string // extra flags of serve, after the usual ones (a repeated flag wins)
+}
+
 // startProxy starts a proxy with registries.conf content conf. The test's cleanup stops it and
 // prints its log when the test failed.
 func startProxy(t *testing.T, conf string) *proxy {
+	t.Helper()
+	return startProxyWith(t, conf, proxyOpts{})
+}
+
+// startProxyWith is startProxy with other settings.
+func startProxyWith(t *testing.T, conf string, opts proxyOpts) *proxy {
 	t.Helper()
 	if env.proxyErr != nil {
 		t.Fatalf("no cri-mirror-proxy binary: %v", env.proxyErr)
@@ -54,6 +67,7 @@ func startProxy(t *testing.T, conf string) *proxy {
 		conf:     filepath.Join(dir, "registries.conf"),
 		confDir:  filepath.Join(dir, "registries.conf.d"),
 		stateDir: filepath.Join(dir, "state"),
+		opts:     opts,
 	}
 	for _, d := range []string{p.confDir, p.stateDir} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -89,14 +103,19 @@ func (p *proxy) start() {
 		t.Fatal(err)
 	}
 	p.metricsAddr = fmt.Sprintf("127.0.0.1:%d", port)
-	p.proc, err = startProcess("cri-mirror-proxy", p.logPath(), env.proxyBin, "serve",
-		"--listen", "unix://"+p.sock,
-		"--runtime-endpoint", "unix://"+env.ctd.sock,
+	runtimeSock := env.ctd.sock
+	if p.opts.runtimeSock != "" {
+		runtimeSock = p.opts.runtimeSock
+	}
+	args := []string{env.proxyBin, "serve",
+		"--listen", "unix://" + p.sock,
+		"--runtime-endpoint", "unix://" + runtimeSock,
 		"--registries-conf", p.conf,
 		"--registries-conf-dir", p.confDir,
 		"--state-dir", p.stateDir,
 		"--metrics-address", p.metricsAddr,
-		"--log-level", "debug")
+		"--log-level", "debug"}
+	p.proc, err = startProcess("cri-mirror-proxy", p.logPath(), append(args, p.opts.args...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

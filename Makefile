@@ -7,7 +7,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 BIN := bin/cri-mirror-proxy
 export CGO_ENABLED ?= 0
 
-.PHONY: help build run test unit fuzz e2e critest bench lint tools clean
+.PHONY: help build run test unit fuzz e2e soak critest bench lint tools clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -31,6 +31,9 @@ fuzz: ## run each fuzzer for FUZZTIME (default 30s)
 
 e2e: tools ## end-to-end tests on a real containerd and registry (root)
 	$(GO) test -tags 'e2e $(TAGS)' -count=1 -timeout 20m -v ./test/e2e/
+
+soak: tools ## long e2e variants: repeated SIGKILL during pulls, 10,000-call load bursts (root)
+	$(GO) test -tags 'e2e soak $(TAGS)' -count=1 -timeout 30m -v -run 'TestSigkillDuringPulls|TestLoad' ./test/e2e/
 
 critest: tools build ## critest image conformance through the proxy (root)
 	bash test/critest.sh

@@ -41,10 +41,12 @@ func (a *AuthFile) Lookup(ref reference.Named) (*runtimeapi.AuthConfig, error) {
 	if c.Username == "" && c.Password == "" && c.IdentityToken == "" {
 		return nil, nil
 	}
+	// containerd parses ServerAddress as a URL and hands the credentials
+	// only to that host: with a scheme, "host:port" parses as a host.
 	return &runtimeapi.AuthConfig{
 		Username:      c.Username,
 		Password:      c.Password,
 		IdentityToken: c.IdentityToken,
-		ServerAddress: reference.Domain(ref),
+		ServerAddress: "https://" + reference.Domain(ref),
 	}, nil
 }

@@ -32,6 +32,7 @@ type fakeRuntime struct {
 	images   map[string]*runtimeapi.Image // id → image
 	pulls    []pullCall                   // every PullImage, in order
 	block    chan struct{}                // when set, pulls wait for it (or their context)
+	server   *grpc.Server                 // set by serveFake
 	started  chan string                  // when set, receives each pulled reference on arrival
 }
 
@@ -235,6 +236,7 @@ func serveFake(t *testing.T, f *fakeRuntime) string {
 	gs := grpc.NewServer()
 	runtimeapi.RegisterImageServiceServer(gs, f)
 	runtimeapi.RegisterRuntimeServiceServer(gs, f)
+	f.server = gs
 	go gs.Serve(l)
 	t.Cleanup(gs.Stop)
 	return "unix://" + path

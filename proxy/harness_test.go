@@ -120,7 +120,7 @@ func (h *harness) start() {
 	h.gs = grpc.NewServer(grpc.ForceServerCodecV2(Codec()), grpc.UnknownServiceHandler(h.srv.Relay))
 	h.srv.Register(h.gs)
 	sock := shortSocket(t, "proxy.sock")
-	l, err := Listen("unix://"+sock, 0o660)
+	l, err := Listen("unix://"+sock, 0o660, -1)
 	if err != nil {
 		t.Fatal(err)
 	}

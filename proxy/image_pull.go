@@ -92,6 +92,13 @@ func (s *Server) pull(ctx context.Context, req *runtimeapi.PullImageRequest, res
 			}
 		}
 		resp, err := s.attempt(ctx, req, res, c, isLast, log)
+		if err != nil && ctx.Err() == nil && s.runtimeDown(ctx, err) {
+			// The proxy lost the runtime, not the mirror: no candidate can
+			// do better, and the mirror must not be blamed for it.
+			s.health.release(c.Location)
+			s.metrics.Pulls.WithLabelValues(registry, metrics.ResultError).Inc()
+			return nil, status.Errorf(codes.Unavailable, "pull %s: container runtime unavailable: %s", original, status.Convert(err).Message())
+		}
 		if !c.Source {
 			switch {
 			case err == nil:
@@ -129,7 +136,23 @@ func (s *Server) pull(ctx context.Context, req *runtimeapi.PullImageRequest, res
 	if code == codes.OK {
 		code = codes.Unknown
 	}
-	return nil, status.Errorf(code, "pull %s: all %d candidates failed: %s", original, len(failures), strings.Join(failures, "; "))
+	msg := fmt.Sprintf("pull %s: all %d candidates failed: %s", original, len(failures), strings.Join(failures, "; "))
+	if res.NeverContactSource {
+		msg += fmt.Sprintf("; the source is not tried: rule prefix %q has blocked = true with mirrors (never contact the source)", res.Rule)
+	}
+	return nil, status.Error(code, msg)
+}
+
+// runtimeDown tells an attempt that failed because the runtime itself is
+// unreachable (the proxy's own connection, Unavailable) from a runtime that
+// answered with the registry's failure: it asks the runtime once more.
+func (s *Server) runtimeDown(ctx context.Context, err error) bool {
+	if status.Code(err) != codes.Unavailable {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	return s.Ready(ctx) != nil
 }
 
 // screen decides whether a mirror is worth a runtime pull: not while its

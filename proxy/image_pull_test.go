@@ -328,3 +328,26 @@ func (h *harness) waiters(image string) int {
 	}
 	return n
 }
+
+func TestPullRuntimeDownDoesNotBlameMirrors(t *testing.T) {
+	h := newHarness(t)
+	h.rt.server.Stop()
+	_, err := h.pull("app:1", nil)
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "runtime unavailable") {
+		t.Fatalf("pull with the runtime gone: %v, want Unavailable naming the runtime", err)
+	}
+	if got := testutil.ToFloat64(h.metrics.Fallbacks.WithLabelValues("docker.io")); got != 0 {
+		t.Errorf("fallbacks = %v: with the runtime gone no other candidate can help", got)
+	}
+	if !h.srv.health.allow("mirror-a.test/hub") {
+		t.Error("the mirror was held back for the runtime's outage")
+	}
+}
+
+func TestPullNeverContactSourceSaysWhy(t *testing.T) {
+	h := newHarness(t)
+	_, err := h.pull("quay.io/org/app:v1", nil) // the only mirror lacks it
+	if err == nil || !strings.Contains(err.Error(), `rule prefix "quay.io"`) || !strings.Contains(err.Error(), "never contact the source") {
+		t.Errorf("err = %v, want it to say the source is never contacted under rule quay.io", err)
+	}
+}

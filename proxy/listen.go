@@ -11,13 +11,17 @@ import (
 
 // Listen creates the unix socket the proxy serves on: the parent directory
 // is created, a stale socket left by a crash is removed, and the socket gets
-// mode (e.g. 0660) so only its owner and group can talk CRI. A socket some
-// live process still answers on is never taken over, and a path that is not
-// a socket is never removed.
-func Listen(endpoint string, mode os.FileMode) (net.Listener, error) {
+// mode (e.g. 0660) and group gid (-1: the process's) so only its owner and
+// group can talk CRI. A world-writable mode is refused: CRI is root on the
+// node. A socket some live process still answers on is never taken over,
+// and a path that is not a socket is never removed.
+func Listen(endpoint string, mode os.FileMode, gid int) (net.Listener, error) {
 	path, err := SocketPath(endpoint)
 	if err != nil {
 		return nil, fmt.Errorf("listen: %w", err)
+	}
+	if mode&0o002 != 0 {
+		return nil, fmt.Errorf("listen %s: mode %04o is world-writable; anyone could drive the container runtime", path, mode)
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return nil, fmt.Errorf("listen: %w", err)
@@ -32,6 +36,12 @@ func Listen(endpoint string, mode os.FileMode) (net.Listener, error) {
 	if err := os.Chmod(path, mode); err != nil {
 		l.Close()
 		return nil, fmt.Errorf("listen: %w", err)
+	}
+	if gid >= 0 {
+		if err := os.Chown(path, -1, gid); err != nil {
+			l.Close()
+			return nil, fmt.Errorf("listen: %w", err)
+		}
 	}
 	return l, nil
 }

@@ -10,7 +10,7 @@ import (
 
 func TestListen(t *testing.T) {
 	sock := filepath.Join(shortSocket(t, "sub"), "cri.sock") // parent does not exist yet
-	l, err := Listen("unix://"+sock, 0o660)
+	l, err := Listen("unix://"+sock, 0o660, -1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,7 +32,7 @@ func TestListen(t *testing.T) {
 			c.Close()
 		}
 	}(l)
-	if _, err := Listen("unix://"+sock, 0o660); err == nil || !strings.Contains(err.Error(), "another process") {
+	if _, err := Listen("unix://"+sock, 0o660, -1); err == nil || !strings.Contains(err.Error(), "another process") {
 		t.Errorf("second Listen on a live socket: %v", err)
 	}
 	l.Close()
@@ -44,7 +44,7 @@ func TestListen(t *testing.T) {
 	}
 	stale.SetUnlinkOnClose(false)
 	stale.Close()
-	l, err = Listen("unix://"+sock, 0o600)
+	l, err = Listen("unix://"+sock, 0o600, -1)
 	if err != nil {
 		t.Fatalf("stale socket not replaced: %v", err)
 	}
@@ -57,15 +57,24 @@ func TestListen(t *testing.T) {
 	if err := os.WriteFile(sock, []byte("data"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Listen("unix://"+sock, 0o660); err == nil || !strings.Contains(err.Error(), "not a socket") {
+	if _, err := Listen("unix://"+sock, 0o660, -1); err == nil || !strings.Contains(err.Error(), "not a socket") {
 		t.Errorf("Listen over a regular file: %v", err)
 	}
 	if b, _ := os.ReadFile(sock); string(b) != "data" {
 		t.Error("a regular file was touched")
 	}
 
+	if _, err := Listen("unix://"+sock+"2", 0o666, -1); err == nil || !strings.Contains(err.Error(), "world-writable") {
+		t.Errorf("Listen with mode 0666: %v, want a refusal", err)
+	}
+	l, err = Listen("unix://"+sock+"3", 0o660, os.Getgid())
+	if err != nil {
+		t.Fatalf("Listen with a group: %v", err)
+	}
+	l.Close()
+
 	for _, bad := range []string{"tcp://127.0.0.1:1234", "unix://relative.sock", "relative.sock"} {
-		if _, err := Listen(bad, 0o660); err == nil {
+		if _, err := Listen(bad, 0o660, -1); err == nil {
 			t.Errorf("Listen(%q) accepted", bad)
 		}
 	}

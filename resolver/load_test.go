@@ -443,3 +443,19 @@ func TestDescribe(t *testing.T) {
 		t.Errorf("tag prefix not flagged:\n%s", tagPrefix)
 	}
 }
+
+func TestDuplicatePrefixInOneFile(t *testing.T) {
+	confPath, confDir := confFiles(t, `
+[[registry]]
+prefix = "docker.io"
+location = "docker.io"
+[[registry]]
+location = "docker.io/"
+[[registry.mirror]]
+location = "mirror.local/hub"
+`, nil)
+	_, err := New(confPath, confDir)
+	if err == nil || !strings.Contains(err.Error(), confPath) || !strings.Contains(err.Error(), `prefix "docker.io" is already defined by registry[0]`) {
+		t.Errorf("New = %v, want an error naming the file and the duplicate prefix", err)
+	}
+}

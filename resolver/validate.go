@@ -116,7 +116,20 @@ var anchoredDomain = regexp.MustCompile("^" + reference.DomainRegexp.String() + 
 // Checks the library already makes (URI scheme, empty values, pull-from-mirror
 // values, conflicts, wildcard format) are left to it, so its messages stay.
 func validateRegistries(file string, regs []sysregistriesv2.Registry) error {
+	seen := map[string]int{} // effective prefix → index of its first [[registry]]
 	for i, r := range regs {
+		// containers/image keeps one rule per prefix and silently drops the
+		// others of the same file; a second rule for a prefix is a mistake
+		// the operator should hear about. (A later drop-in replacing a rule
+		// is the documented way to override it.)
+		key := strings.TrimRight(r.Prefix, "/")
+		if key == "" {
+			key = strings.TrimRight(r.Location, "/")
+		}
+		if first, dup := seen[key]; dup && key != "" {
+			return &fileError{file: file, msg: fmt.Sprintf("registry[%d]: prefix %q is already defined by registry[%d] in this file; merge the two", i, key, first)}
+		}
+		seen[key] = i
 		rule := fmt.Sprintf("registry[%d]", i)
 		if r.Prefix != "" {
 			rule += fmt.Sprintf(" (prefix %q)", r.Prefix)

@@ -170,6 +170,9 @@ func parseMode(s string) (uint64, error) {
 	if err != nil || m > 0o777 {
 		return 0, fmt.Errorf("%q is not an octal file mode such as 0660", s)
 	}
+	if m&0o002 != 0 {
+		return 0, fmt.Errorf("%q is world-writable: anyone on the node could drive the container runtime", s)
+	}
 	return m, nil
 }
 

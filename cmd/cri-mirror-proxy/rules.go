@@ -52,6 +52,9 @@ func checkConfig(c serveConfig, stdout io.Writer) error {
 	if _, err := newLogger(c.logLevel, c.logFormat); err != nil {
 		return err
 	}
+	if _, err := lookupGroup(c.listenGroup); err != nil {
+		return err
+	}
 	for name, endpoint := range map[string]string{"--listen": c.listen, "--runtime-endpoint": c.runtimeEndpoint} {
 		if _, err := proxy.SocketPath(endpoint); err != nil {
 			return &exitError{code: 1, err: fmt.Errorf("%s: %w", name, err)}

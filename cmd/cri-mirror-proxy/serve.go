@@ -6,7 +6,9 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -25,6 +27,7 @@ type serveConfig struct {
 	rules           rulesConfig
 	listen          string
 	listenMode      uint64
+	listenGroup     string
 	runtimeEndpoint string
 	stateDir        string
 	metricsAddress  string
@@ -54,7 +57,8 @@ func parseServe(name string, args []string, stderr io.Writer) (serveConfig, erro
 	f.loadConfig(args)
 	c.rules.register(f)
 	f.String(&c.listen, "listen", "unix:///run/cri-mirror-proxy/cri.sock", "CRI socket to serve on")
-	f.Mode(&c.listenMode, "listen-mode", 0o660, "file mode of the CRI socket")
+	f.Mode(&c.listenMode, "listen-mode", 0o660, "file mode of the CRI socket (never world-writable)")
+	f.String(&c.listenGroup, "listen-group", "", "group (name or id) owning the CRI socket (empty: the process's group)")
 	f.String(&c.runtimeEndpoint, "runtime-endpoint", "unix:///run/containerd/containerd.sock", "CRI socket of the real runtime")
 	f.String(&c.stateDir, "state-dir", "/var/lib/cri-mirror-proxy", "directory of the alias database")
 	f.String(&c.metricsAddress, "metrics-address", "127.0.0.1:9464", "HTTP address for /metrics, /healthz, /readyz (empty: off)")
@@ -149,7 +153,11 @@ func serve(ctx context.Context, c serveConfig) error {
 	srv.Register(gs)
 	m.GRPC.InitializeMetrics(gs)
 
-	lis, err := proxy.Listen(c.listen, os.FileMode(c.listenMode))
+	gid, err := lookupGroup(c.listenGroup)
+	if err != nil {
+		return err
+	}
+	lis, err := proxy.Listen(c.listen, os.FileMode(c.listenMode), gid)
 	if err != nil {
 		return err
 	}
@@ -264,6 +272,24 @@ func watchRuntime(ctx context.Context, srv *proxy.Server, m *metrics.Metrics, lo
 		case <-t.C:
 		}
 	}
+}
+
+// lookupGroup resolves --listen-group to a group id; "" is -1 (unchanged).
+func lookupGroup(name string) (int, error) {
+	if name == "" {
+		return -1, nil
+	}
+	g, err := user.LookupGroup(name)
+	if err != nil {
+		if g, err = user.LookupGroupId(name); err != nil {
+			return 0, &exitError{code: 2, err: fmt.Errorf("--listen-group: no group %q", name)}
+		}
+	}
+	gid, err := strconv.Atoi(g.Gid)
+	if err != nil {
+		return 0, fmt.Errorf("--listen-group: group %q has id %q", name, g.Gid)
+	}
+	return gid, nil
 }
 
 func boolGauge(b bool) float64 {

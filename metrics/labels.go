@@ -29,3 +29,15 @@ const (
 	ReloadSuccess = "success"
 	ReloadFailure = "failure"
 )
+
+// Reasons of cri_mirror_pull_attempt_failures_total: why an attempt failed,
+// read from the runtime's error (runtimes report registry errors as text).
+const (
+	ReasonNotFound     = "not_found"    // the candidate does not have the image
+	ReasonUnauthorized = "unauthorized" // credentials missing or refused
+	ReasonConnection   = "connection"   // refused, reset, closed mid-transfer, no route
+	ReasonTimeout      = "timeout"      // no answer in time
+	ReasonServerError  = "server_error" // 5xx from the registry
+	ReasonBadContent   = "bad_content"  // content that does not match its digest
+	ReasonOther        = "other"
+)

@@ -13,6 +13,7 @@ import (
 const (
 	namePullAttemptDuration = "cri_mirror_pull_attempt_duration_seconds"
 	namePullAttempts        = "cri_mirror_pull_attempts_total"
+	nameAttemptFailures     = "cri_mirror_pull_attempt_failures_total"
 	namePullFallbacks       = "cri_mirror_pull_fallbacks_total"
 	nameSourcePulls         = "cri_mirror_source_pulls_total"
 	namePulls               = "cri_mirror_pulls_total"
@@ -47,6 +48,10 @@ type Metrics struct {
 	AttemptDuration *prometheus.HistogramVec
 	// Attempts counts the same attempts as AttemptDuration, for cheap rates.
 	Attempts *prometheus.CounterVec
+	// AttemptFailures counts failed attempts by why they failed. Labels
+	// registry, mirror, reason (not_found, unauthorized, connection,
+	// timeout, server_error, bad_content, other).
+	AttemptFailures *prometheus.CounterVec
 	// Fallbacks counts moves from one candidate to the next. Label registry.
 	Fallbacks *prometheus.CounterVec
 	// SourcePulls counts pulls served by the source after every mirror
@@ -83,6 +88,10 @@ func New() *Metrics {
 			Name: namePullAttempts,
 			Help: "Pull attempts against one candidate (a mirror or the source), by result: success, error or canceled.",
 		}, []string{"registry", "mirror", "result"}),
+		AttemptFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: nameAttemptFailures,
+			Help: "Failed pull attempts against one candidate, by reason: not_found, unauthorized, connection, timeout, server_error, bad_content or other.",
+		}, []string{"registry", "mirror", "reason"}),
 		Fallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: namePullFallbacks,
 			Help: "Times a pull moved on from one candidate to the next.",
@@ -124,7 +133,7 @@ func New() *Metrics {
 
 func (m *Metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{
-		m.AttemptDuration, m.Attempts, m.Fallbacks, m.SourcePulls, m.Pulls,
+		m.AttemptDuration, m.Attempts, m.AttemptFailures, m.Fallbacks, m.SourcePulls, m.Pulls,
 		m.MirrorHealthy, m.Aliases, m.ConfigReloads, m.RuntimeUp, m.GRPC,
 	}
 }
@@ -157,7 +166,7 @@ func (m *Metrics) ObserveAttempt(registry, mirror, result string, d time.Duratio
 // they come from client_golang and vary with the Go version and platform.
 func Names() []string {
 	names := []string{
-		namePullAttemptDuration, namePullAttempts, namePullFallbacks,
+		namePullAttemptDuration, namePullAttempts, nameAttemptFailures, namePullFallbacks,
 		nameSourcePulls, namePulls, nameMirrorHealthy, nameAliases,
 		nameConfigReloads, nameRuntimeUp,
 	}

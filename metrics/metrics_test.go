@@ -143,6 +143,7 @@ func TestNamesMatchGather(t *testing.T) {
 	}
 	m.ObserveAttempt("r", "m", ResultSuccess, time.Second)
 	m.Fallbacks.WithLabelValues("r").Inc()
+	m.AttemptFailures.WithLabelValues("r", "m", ReasonNotFound).Inc()
 	m.SourcePulls.WithLabelValues("r").Inc()
 	m.Pulls.WithLabelValues("r", ResultSuccess).Inc()
 	m.MirrorHealthy.WithLabelValues("m").Set(1)

@@ -179,6 +179,7 @@ func (s *Server) screen(ctx context.Context, res *resolver.Resolution, c resolve
 	case probeAbsent:
 		s.health.release(c.Location)
 		s.metrics.ObserveAttempt(registry, mirror, resultMissing, d)
+		s.metrics.AttemptFailures.WithLabelValues(registry, mirror, metrics.ReasonNotFound).Inc()
 		log.WithField("result", resultMissing).Info("mirror skipped: probe found no such manifest")
 		return "skipped: the probe found no such manifest"
 	case probeUnreachable:
@@ -187,6 +188,11 @@ func (s *Server) screen(ctx context.Context, res *resolver.Resolution, c resolve
 		}
 		s.health.failure(c.Location)
 		s.metrics.ObserveAttempt(registry, mirror, resultUnreachable, d)
+		reason := metrics.ReasonConnection
+		if err != nil && failureReason(err) == metrics.ReasonTimeout {
+			reason = metrics.ReasonTimeout
+		}
+		s.metrics.AttemptFailures.WithLabelValues(registry, mirror, reason).Inc()
 		log.WithField("result", resultUnreachable).WithError(err).Warn("mirror skipped: probe could not reach it")
 		if err != nil {
 			return "skipped: the probe could not reach it: " + err.Error()
@@ -200,22 +206,54 @@ func (s *Server) screen(ctx context.Context, res *resolver.Resolution, c resolve
 
 // mirrorFault tells a failing mirror from a mirror that answered "no": a
 // cache miss or refused credentials must not hold a healthy mirror back.
-// Runtimes report registry errors as text, so the text decides where the
-// code does not.
 func mirrorFault(err error) bool {
-	switch status.Code(err) {
-	case codes.NotFound, codes.Unauthenticated, codes.PermissionDenied, codes.InvalidArgument:
-		return false
-	case codes.DeadlineExceeded, codes.Unavailable:
-		return true
+	if status.Code(err) == codes.InvalidArgument {
+		return false // the request, not the mirror
 	}
-	msg := strings.ToLower(status.Convert(err).Message())
-	for _, answer := range []string{"not found", "manifest unknown", "name unknown", "401 unauthorized", "403 forbidden", "denied"} {
-		if strings.Contains(msg, answer) {
-			return false
-		}
+	switch failureReason(err) {
+	case metrics.ReasonNotFound, metrics.ReasonUnauthorized:
+		return false
 	}
 	return true
+}
+
+// failureReason sorts a failed attempt for cri_mirror_pull_attempt_failures_total.
+// Runtimes report registry errors as text (containerd: "...: 401
+// Unauthorized", "...: not found", "unexpected commit digest ..."), so the
+// text decides where the code does not.
+func failureReason(err error) string {
+	switch status.Code(err) {
+	case codes.NotFound:
+		return metrics.ReasonNotFound
+	case codes.Unauthenticated, codes.PermissionDenied:
+		return metrics.ReasonUnauthorized
+	case codes.DeadlineExceeded:
+		return metrics.ReasonTimeout
+	}
+	msg := strings.ToLower(status.Convert(err).Message())
+	has := func(words ...string) bool {
+		for _, w := range words {
+			if strings.Contains(msg, w) {
+				return true
+			}
+		}
+		return false
+	}
+	switch {
+	case has("not found", "manifest unknown", "name unknown"):
+		return metrics.ReasonNotFound
+	case has("401 unauthorized", "403 forbidden", "unauthorized", "access denied", "denied:"):
+		return metrics.ReasonUnauthorized
+	case has("digest", "size") && has("mismatch", "unexpected", "does not match", "failed precondition", "invalid"):
+		return metrics.ReasonBadContent
+	case has("500 internal", "502 bad gateway", "503 service", "504 gateway", "status code 5", "statuscode: 5"):
+		return metrics.ReasonServerError
+	case has("timeout", "deadline exceeded", "timed out"):
+		return metrics.ReasonTimeout
+	case has("connection refused", "connection reset", "broken pipe", "eof", "no such host", "unreachable", "no route to host", "closed"):
+		return metrics.ReasonConnection
+	}
+	return metrics.ReasonOther
 }
 
 // attempt asks the runtime to pull one candidate, with the credentials that
@@ -251,6 +289,12 @@ func (s *Server) attempt(ctx context.Context, req *runtimeapi.PullImageRequest, 
 		result = metrics.ResultError
 	}
 	s.metrics.ObserveAttempt(ruleLabel(res.Rule), mirrorLabel(c), result, d)
+	switch result {
+	case metrics.ResultError:
+		s.metrics.AttemptFailures.WithLabelValues(ruleLabel(res.Rule), mirrorLabel(c), failureReason(err)).Inc()
+	case resultTimeout:
+		s.metrics.AttemptFailures.WithLabelValues(ruleLabel(res.Rule), mirrorLabel(c), metrics.ReasonTimeout).Inc()
+	}
 	log = log.WithFields(logrus.Fields{"duration": d.Round(time.Millisecond).String(), "result": result})
 	if err != nil {
 		log.WithField("error", status.Convert(err).Message()).Warn("pull attempt failed")

@@ -351,3 +351,25 @@ func TestPullNeverContactSourceSaysWhy(t *testing.T) {
 		t.Errorf("err = %v, want it to say the source is never contacted under rule quay.io", err)
 	}
 }
+
+func TestFailureReason(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{status.Error(codes.NotFound, "x"), "not_found"},
+		{status.Error(codes.Unknown, `failed to pull and unpack image "m/x:1": failed to resolve reference "m/x:1": m/x:1: not found`), "not_found"},
+		{status.Error(codes.Unknown, `failed to resolve reference "m/x:1": pulling from host m failed with status code [manifests 1]: 401 Unauthorized`), "unauthorized"},
+		{status.Error(codes.Unknown, `failed to resolve reference "m/x:1": unexpected status from HEAD request to http://m/v2/x/manifests/1: 500 Internal Server Error`), "server_error"},
+		{status.Error(codes.Unknown, `failed to copy: httpReadSeeker: failed open: failed to do request: Get "http://m/v2/x/blobs/sha256:aa": dial tcp 127.0.0.1:1: connect: connection refused`), "connection"},
+		{status.Error(codes.Unknown, `failed to copy: unexpected EOF`), "connection"},
+		{status.Error(codes.Unknown, `failed commit on ref "layer-sha256:aa": unexpected commit digest sha256:bb, expected sha256:aa: failed precondition`), "bad_content"},
+		{status.Error(codes.DeadlineExceeded, "attempt timed out"), "timeout"},
+		{status.Error(codes.Unknown, "dial tcp: i/o timeout"), "timeout"},
+		{status.Error(codes.Unknown, "something else"), "other"},
+	} {
+		if got := failureReason(tc.err); got != tc.want {
+			t.Errorf("failureReason(%v) = %s, want %s", tc.err, got, tc.want)
+		}
+	}
+}

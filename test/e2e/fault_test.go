@@ -387,34 +387,35 @@ func hasLogLine(log string, parts ...string) bool {
 func TestFaultyMirror(t *testing.T) {
 	cleanImages(t)
 	cases := []struct {
-		name  string
-		fault func(r *http.Request) fault
+		name   string
+		reason string // cri_mirror_pull_attempt_failures_total reason of the faulty mirror's attempt
+		fault  func(r *http.Request) fault
 	}{
-		{"manifests answer 500", func(r *http.Request) fault {
+		{"manifests answer 500", "server_error", func(r *http.Request) fault {
 			if isManifest(r) {
 				return faultStatus500
 			}
 			return faultNone
 		}},
-		{"connection closed mid-blob", func(r *http.Request) fault {
+		{"connection closed mid-blob", "connection", func(r *http.Request) fault {
 			if isBlob(r) && r.Method == http.MethodGet {
 				return faultCutBody
 			}
 			return faultNone
 		}},
-		{"manifest bytes do not match the digest", func(r *http.Request) fault {
+		{"manifest bytes do not match the digest", "bad_content", func(r *http.Request) fault {
 			if isManifest(r) && r.Method == http.MethodGet {
 				return faultTamper
 			}
 			return faultNone
 		}},
-		{"blob bytes do not match the digest", func(r *http.Request) fault {
+		{"blob bytes do not match the digest", "bad_content", func(r *http.Request) fault {
 			if isBlob(r) && r.Method == http.MethodGet {
 				return faultTamper
 			}
 			return faultNone
 		}},
-		{"connection closed without an answer", func(r *http.Request) fault {
+		{"connection closed without an answer", "connection", func(r *http.Request) fault {
 			if isManifest(r) {
 				return faultCloseNoReply
 			}
@@ -470,10 +471,9 @@ func TestFaultyMirror(t *testing.T) {
 			if n := m.sum(attempts, map[string]string{"mirror": "source"}); n != 0 {
 				t.Errorf("the source was tried (%v attempts); the second mirror had the image", n)
 			}
-			for _, s := range m {
-				if s.name == attempts && s.labels["mirror"] == faulty {
-					t.Logf("faulty mirror attempt: result=%s count=%v", s.labels["result"], s.value)
-				}
+			failures := "cri_mirror_pull_attempt_failures_total"
+			if n := m.sum(failures, map[string]string{"mirror": faulty, "reason": tc.reason}); n != 1 {
+				t.Errorf("failures of the faulty mirror with reason %s = %v, want 1\n%s", tc.reason, n, m.dump(failures))
 			}
 		})
 	}

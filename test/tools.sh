@@ -33,8 +33,9 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 # The Debian packages start system services; the tests run their own instances with their own
-# config and sockets, so the system ones are not needed (and the registry would hold :5000).
-for svc in docker-registry containerd; do
+# config and sockets, so the system ones are not needed (and the registry would hold :5000);
+# prometheus comes only for promtool.
+for svc in docker-registry containerd prometheus; do
   if command -v systemctl >/dev/null && systemctl is-active --quiet "$svc" 2>/dev/null; then
     log "stopping system service $svc (the tests start their own)"
     systemctl stop "$svc" || true

@@ -47,14 +47,11 @@ func (s *Server) lookupAlias(ctx context.Context, image string) (store.Alias, bo
 // lookupDigest answers "repo@digest" when the image was pulled by tag from a
 // mirror: ImageStatus returned that digest under the original repository,
 // so it must resolve again. The runtime knows the digest under the mirror's
-// repository; ask it there. This is rare (a digest of an aliased repository)
-// and scans the alias table.
+// repository; ask it there. Digests of repositories without aliases (the
+// common case) cost one map lookup.
 func (s *Server) lookupDigest(ctx context.Context, repo, digest string) (store.Alias, bool) {
 	tried := map[string]bool{}
-	for _, a := range s.aliases.List() {
-		if repoOf(a.Name) != repo {
-			continue
-		}
+	for _, a := range s.aliases.ByRepository(repo) {
 		mirrored := repoOf(a.Mirror) + "@" + digest
 		if tried[mirrored] {
 			continue
@@ -118,15 +115,7 @@ func (s *Server) translate(img *runtimeapi.Image) {
 }
 
 // repoOf strips the tag or digest of a normalised reference.
-func repoOf(ref string) string {
-	if i := strings.IndexByte(ref, '@'); i >= 0 {
-		ref = ref[:i]
-	}
-	if i := strings.LastIndexByte(ref, ':'); i > strings.LastIndexByte(ref, '/') {
-		ref = ref[:i]
-	}
-	return ref
-}
+func repoOf(ref string) string { return store.Repository(ref) }
 
 func appendNew(list []string, s string) []string {
 	if slices.Contains(list, s) {

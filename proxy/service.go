@@ -22,7 +22,7 @@ type Resolver interface {
 type AliasStore interface {
 	Get(name string) (store.Alias, bool)
 	ByImage(id string) []store.Alias
-	List() []store.Alias
+	ByRepository(repo string) []store.Alias
 	Put(a store.Alias) error
 	Delete(names ...string) error
 	DeleteImage(id string) ([]store.Alias, error)

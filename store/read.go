@@ -24,6 +24,14 @@ func (s *Store) ByMirror(mirrorRef string) []Alias {
 	return s.ix.collect(s.ix.byMirror[mirrorRef])
 }
 
+// ByRepository returns the aliases whose Name is in repository repo (a
+// name without tag or digest), sorted by Name.
+func (s *Store) ByRepository(repo string) []Alias {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.ix.collect(s.ix.byRepo[repo])
+}
+
 // List returns a copy of every alias, sorted by Name.
 func (s *Store) List() []Alias {
 	s.mu.RLock()

@@ -418,3 +418,24 @@ func TestConcurrentPutGet(t *testing.T) {
 		t.Errorf("Len = %d, List has %d, want %d", s.Len(), len(s.List()), want)
 	}
 }
+
+func TestByRepository(t *testing.T) {
+	s, _ := openTemp(t)
+	mustPut(t, s,
+		alias("gcr.io/x/y:t", "sha256:1", "m/gcr.io/x/y:t"),
+		alias("gcr.io/x/y:u", "sha256:2", "m/gcr.io/x/y:u"),
+		alias("gcr.io/x/y@sha256:"+strings.Repeat("a", 64), "sha256:3", "m/gcr.io/x/y@sha256:"+strings.Repeat("a", 64)),
+		alias("gcr.io/x/yz:t", "sha256:4", "m/gcr.io/x/yz:t"),
+		alias("localhost:5000/x/y:t", "sha256:5", "m/x/y:t"),
+	)
+	equalNames(t, "ByRepository(gcr.io/x/y)", s.ByRepository("gcr.io/x/y"),
+		"gcr.io/x/y:t", "gcr.io/x/y:u", "gcr.io/x/y@sha256:"+strings.Repeat("a", 64))
+	equalNames(t, "ByRepository(localhost:5000/x/y)", s.ByRepository("localhost:5000/x/y"), "localhost:5000/x/y:t")
+	if err := s.Delete("gcr.io/x/y:t"); err != nil {
+		t.Fatal(err)
+	}
+	equalNames(t, "after delete", s.ByRepository("gcr.io/x/y"), "gcr.io/x/y:u", "gcr.io/x/y@sha256:"+strings.Repeat("a", 64))
+	if got := s.ByRepository("gcr.io/x"); len(got) != 0 {
+		t.Errorf("ByRepository(gcr.io/x) = %v", got)
+	}
+}

@@ -7,7 +7,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 BIN := bin/cri-mirror-proxy
 export CGO_ENABLED ?= 0
 
-.PHONY: help build run test unit fuzz e2e soak critest bench lint tools clean
+.PHONY: help build run test unit fuzz e2e soak critest bench gobench lint tools clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -38,8 +38,11 @@ soak: tools ## long e2e variants: repeated SIGKILL during pulls, 10,000-call loa
 critest: tools build ## critest image conformance through the proxy (root)
 	bash test/critest.sh
 
-bench: ## Go benchmarks
-	$(GO) test -tags '$(TAGS)' -run '^$$' -bench . -benchmem ./...
+bench: tools ## benchmark harness on real containerd + registry: ratios vs a reference hop, written to test/bench/RESULTS.md (root, ~5 min)
+	bash test/bench.sh
+
+gobench: ## Go micro-benchmarks (store, resolver, proxy)
+	$(GO) test -tags '$(TAGS)' -run '^$$' -bench . -benchmem ./store/ ./resolver/ ./proxy/
 
 lint: ## gofmt, go vet, staticcheck
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }

@@ -1,0 +1,268 @@
+package main
+
+// In-process micro-benchmarks of the pass-through path: the same three
+// targets as the driver (direct, reference hop, proxy) but everything in one
+// process, in front of a small in-memory image service instead of
+// containerd. They need no root and no containerd, so a change to the proxy's
+// hot path can be checked in seconds:
+//
+//	go test -tags containers_image_openpgp -run '^$' -bench . -benchmem ./test/bench
+//
+// ns/op and allocs/op cover client, forwarder and runtime together; the
+// proxy's own cost is the difference between the proxy and hop rows. One
+// process shares one scheduler, so these differences are smaller than the
+// driver's, which runs every forwarder as a process of its own: use them to
+// compare builds, the driver for the targets. BenchmarkManifestProbe is the
+// probe's cost, which every pull from a mirror pays.
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"go.podman.io/image/v5/docker/reference"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sirupsen/logrus"
+	"google.golang.org/grpc"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/cri-mirror-proxy/cri-mirror-proxy/metrics"
+	"github.com/cri-mirror-proxy/cri-mirror-proxy/proxy"
+	"github.com/cri-mirror-proxy/cri-mirror-proxy/resolver"
+	"github.com/cri-mirror-proxy/cri-mirror-proxy/store"
+)
+
+// memImages is an ImageService that answers from a fixed set of images, the
+// way containerd describes them (id, mirror tag, mirror digest).
+type memImages struct {
+	runtimeapi.UnimplementedImageServiceServer
+	byName map[string]*runtimeapi.Image
+	all    []*runtimeapi.Image
+}
+
+func (m *memImages) ImageStatus(_ context.Context, req *runtimeapi.ImageStatusRequest) (*runtimeapi.ImageStatusResponse, error) {
+	return &runtimeapi.ImageStatusResponse{Image: m.byName[req.GetImage().GetImage()]}, nil
+}
+
+func (m *memImages) ListImages(context.Context, *runtimeapi.ListImagesRequest) (*runtimeapi.ListImagesResponse, error) {
+	return &runtimeapi.ListImagesResponse{Images: m.all}, nil
+}
+
+// microEnv is one set of the three targets in front of one memImages.
+type microEnv struct {
+	direct, hop, proxy *target
+	plain, original    string // an image without alias; an original name with one
+	close              func()
+}
+
+const microMirror = "127.0.0.1:5000/" + mirrorPath
+
+// newMicroEnv serves n images, all but the first with a proxy alias.
+func newMicroEnv(b *testing.B, n int) *microEnv {
+	b.Helper()
+	dir, err := os.MkdirTemp("", "cmpb") // short: unix socket paths are limited to 108 bytes
+	if err != nil {
+		b.Fatal(err)
+	}
+	var closers []func()
+	env := &microEnv{close: func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
+		}
+		_ = os.RemoveAll(dir)
+	}}
+	fail := func(err error) {
+		env.close()
+		b.Fatal(err)
+	}
+	serve := func(gs *grpc.Server, name string) string {
+		sock := filepath.Join(dir, name)
+		lis, err := net.Listen("unix", sock)
+		if err != nil {
+			fail(err)
+		}
+		go func() { _ = gs.Serve(lis) }()
+		closers = append(closers, gs.Stop)
+		return sock
+	}
+
+	aliases, err := store.Open(filepath.Join(dir, "aliases.db"))
+	if err != nil {
+		fail(err)
+	}
+	closers = append(closers, func() { _ = aliases.Close() })
+	rt := &memImages{byName: map[string]*runtimeapi.Image{}}
+	for i := range n {
+		src := numbered(i)
+		mirror := microMirror + strings.TrimPrefix(src, "docker.io")
+		id := fmt.Sprintf("sha256:%064x", i+1)
+		img := &runtimeapi.Image{
+			Id:          id,
+			RepoTags:    []string{mirror},
+			RepoDigests: []string{repoOfRef(mirror) + fmt.Sprintf("@sha256:%064x", i+1<<32)},
+			Size:        1234,
+			Spec:        &runtimeapi.ImageSpec{Image: id},
+		}
+		rt.byName[mirror], rt.byName[id] = img, img
+		rt.all = append(rt.all, img)
+		if i == 0 {
+			env.plain = mirror
+			continue
+		}
+		if err := aliases.Put(store.Alias{Name: src, ImageID: id, Mirror: mirror}); err != nil {
+			fail(err)
+		}
+		if i == 1 {
+			env.original = src
+		}
+	}
+	rtServer := grpc.NewServer()
+	runtimeapi.RegisterImageServiceServer(rtServer, rt)
+	rtSock := serve(rtServer, "rt.sock")
+
+	up, err := dial("runtime", rtSock)
+	if err != nil {
+		fail(err)
+	}
+	closers = append(closers, up.close)
+
+	h, err := startHop(filepath.Join(dir, "hop.sock"), up.conn)
+	if err != nil {
+		fail(err)
+	}
+	closers = append(closers, h.gs.Stop)
+
+	// The proxy's server, wired as cmd/cri-mirror-proxy/serve.go wires it.
+	conf := filepath.Join(dir, "registries.conf")
+	if err := os.WriteFile(conf, []byte(fmt.Sprintf("[[registry]]\nprefix = %q\nlocation = %q\n[[registry.mirror]]\nlocation = %q\n",
+		benchPrefix, benchPrefix, microMirror+"/bench")), 0o644); err != nil {
+		fail(err)
+	}
+	rules, err := resolver.New(conf, filepath.Join(dir, "conf.d"))
+	if err != nil {
+		fail(err)
+	}
+	m := metrics.New()
+	if err := m.Register(prometheus.NewRegistry()); err != nil {
+		fail(err)
+	}
+	quiet := logrus.New()
+	quiet.SetOutput(io.Discard)
+	srv := proxy.New(up.conn, rules, aliases, proxy.WithMetrics(m), proxy.WithLogger(quiet))
+	gs := grpc.NewServer(
+		grpc.ForceServerCodecV2(proxy.Codec()),
+		grpc.UnknownServiceHandler(srv.Relay),
+		grpc.ChainUnaryInterceptor(m.GRPC.UnaryServerInterceptor()),
+		grpc.ChainStreamInterceptor(m.GRPC.StreamServerInterceptor()),
+		grpc.MaxRecvMsgSize(proxy.MaxMsgSize),
+		grpc.MaxSendMsgSize(proxy.MaxMsgSize),
+	)
+	srv.Register(gs)
+	m.GRPC.InitializeMetrics(gs)
+	proxySock := serve(gs, "proxy.sock")
+
+	for _, t := range []struct {
+		dst  **target
+		name string
+		sock string
+	}{{&env.direct, "direct", rtSock}, {&env.hop, "hop", h.sock}, {&env.proxy, "proxy", proxySock}} {
+		if *t.dst, err = dial(t.name, t.sock); err != nil {
+			fail(err)
+		}
+		closers = append(closers, (*t.dst).close)
+	}
+	return env
+}
+
+// repoOfRef strips the tag of a reference.
+func repoOfRef(ref string) string {
+	if i := strings.LastIndexByte(ref, ':'); i > strings.LastIndexByte(ref, '/') {
+		return ref[:i]
+	}
+	return ref
+}
+
+func (e *microEnv) targets() []*target { return []*target{e.direct, e.hop, e.proxy} }
+
+func BenchmarkImageStatus(b *testing.B) {
+	env := newMicroEnv(b, 10)
+	defer env.close()
+	for _, t := range env.targets() {
+		b.Run(t.name, func(b *testing.B) {
+			req := &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: env.plain}}
+			for b.Loop() {
+				if resp, err := t.images.ImageStatus(context.Background(), req); err != nil || resp.GetImage() == nil {
+					b.Fatal(err, resp)
+				}
+			}
+		})
+	}
+	// The alias path exists only on the proxy.
+	b.Run("proxy-by-original-name", func(b *testing.B) {
+		req := &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: env.original}}
+		for b.Loop() {
+			if resp, err := env.proxy.images.ImageStatus(context.Background(), req); err != nil || resp.GetImage() == nil {
+				b.Fatal(err, resp)
+			}
+		}
+	})
+}
+
+func BenchmarkListImages(b *testing.B) {
+	for _, n := range []int{10, 5000} {
+		env := newMicroEnv(b, n)
+		for _, t := range env.targets() {
+			b.Run(fmt.Sprintf("%d/%s", n, t.name), func(b *testing.B) {
+				for b.Loop() {
+					if got, err := t.count(context.Background()); err != nil || got != n {
+						b.Fatal(err, got)
+					}
+				}
+			})
+		}
+		env.close()
+	}
+}
+
+// BenchmarkManifestProbe is the proxy's probe of a mirror that has the tag:
+// the fixed cost it adds to every pull from a mirror that is not the last
+// candidate (compare the pull phase's "proxy's own time per pull").
+func BenchmarkManifestProbe(b *testing.B) {
+	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	defer srv.Close()
+	host := strings.TrimPrefix(srv.URL, "http://")
+	img, err := randomImage(1024, 1, "probe")
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := push(context.Background(), map[string]v1.Image{host + "/mirror/bench/probe:1": img}); err != nil {
+		b.Fatal(err)
+	}
+	ref, err := reference.ParseNormalizedNamed(host + "/mirror/bench/probe:1")
+	if err != nil {
+		b.Fatal(err)
+	}
+	dir := b.TempDir()
+	conf := filepath.Join(dir, "registries.conf")
+	if err := os.WriteFile(conf, nil, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	probe := proxy.NewManifestProbe(2*time.Second, "", conf, filepath.Join(dir, "conf.d"), "bench")
+	c := resolver.Candidate{Ref: ref, Location: host + "/mirror/bench", Insecure: true, Policy: "tag-only"}
+	for b.Loop() {
+		if got, err := probe.Probe(context.Background(), c); got.String() != "present" {
+			b.Fatal(got, err)
+		}
+	}
+}

@@ -1,0 +1,201 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+)
+
+// fallbackPulls is how many pulls follow the first one in each case: all
+// of them inside the breaker's 30s cool-down.
+const fallbackPulls = 10
+
+func fallbackRef(r fallbackRule, k int) string { return fmt.Sprintf("%s/img:t%d", r.prefix(), k) }
+
+// fallbackRow is one case over all repetitions.
+type fallbackRow struct {
+	c fallbackCase
+	// pulls[rep][k]: pull 0 is the first, 1..fallbackPulls the next.
+	pulls [][]time.Duration
+	// What the proxy recorded for the faulty mirrors, by result
+	// (e.g. "unreachable 3, skipped 30").
+	firstMirror string
+}
+
+// first is the median first pull over the repetitions.
+func (r fallbackRow) first() time.Duration {
+	var d []time.Duration
+	for _, p := range r.pulls {
+		d = append(d, p[0])
+	}
+	return median(d)
+}
+
+// next is the median of every pull after the first.
+func (r fallbackRow) next() time.Duration {
+	var d []time.Duration
+	for _, p := range r.pulls {
+		d = append(d, p[1:]...)
+	}
+	return median(d)
+}
+
+// addedFirst is the median, over the repetitions, of the first pull minus
+// the baseline's first pull of the same repetition (pulled right beside it).
+func (r fallbackRow) addedFirst(base *fallbackRow) time.Duration {
+	var d []time.Duration
+	for i, p := range r.pulls {
+		d = append(d, p[0]-base.pulls[i][0])
+	}
+	return median(d)
+}
+
+func (r fallbackRow) addedNext(base *fallbackRow) time.Duration { return r.next() - base.next() }
+
+// blackhole accepts connections and never answers: a mirror whose host is
+// up but whose registry hangs. Connections stay open until close.
+type blackhole struct {
+	ln    net.Listener
+	mu    sync.Mutex
+	conns []net.Conn
+	done  chan struct{}
+}
+
+func startBlackhole(port int) (*blackhole, error) {
+	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		return nil, fmt.Errorf("black-hole listener: %w", err)
+	}
+	h := &blackhole{ln: ln, done: make(chan struct{})}
+	go func() {
+		defer close(h.done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return // closed
+			}
+			h.mu.Lock()
+			h.conns = append(h.conns, c)
+			h.mu.Unlock()
+		}
+	}()
+	return h, nil
+}
+
+func (h *blackhole) close() {
+	_ = h.ln.Close()
+	<-h.done
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, c := range h.conns {
+		_ = c.Close()
+	}
+}
+
+// fallbacks pulls 1 + fallbackPulls distinct images per case and
+// repetition through the proxy, the cases interleaved pull by pull in a
+// random order. Distinct images (each with its own layer) so that no pull
+// is served from containerd's content store.
+func (b *bench) fallbacks(ctx context.Context) error {
+	bh, err := startBlackhole(b.cfg.blackholePort)
+	if err != nil {
+		return err
+	}
+	defer bh.close()
+	before, err := scrape(ctx, b.cfg.metricsAddr)
+	if err != nil {
+		return err
+	}
+	reps := b.cfg.fallbackReps
+	logf("fallback: %d cases × %d repetitions × %d pulls, interleaved", len(fallbackCases), reps, fallbackPulls+1)
+	rows := make([]fallbackRow, len(fallbackCases))
+	for i, c := range fallbackCases {
+		rows[i] = fallbackRow{c: c, pulls: make([][]time.Duration, reps)}
+	}
+	rng := rand.New(rand.NewPCG(4, 2))
+	for rep := range reps {
+		start := time.Now()
+		for k := range fallbackPulls + 1 {
+			for _, i := range rng.Perm(len(fallbackCases)) {
+				r := fallbackRule{c: fallbackCases[i], rep: rep}
+				pctx, cancel := context.WithTimeout(ctx, pullTimeout)
+				t0 := time.Now()
+				_, err := b.proxy.pull(pctx, fallbackRef(r, k))
+				d := time.Since(t0)
+				cancel()
+				if err != nil {
+					return fmt.Errorf("fallback %s: %w", r.repo(), err)
+				}
+				rows[i].pulls[rep] = append(rows[i].pulls[rep], d)
+			}
+		}
+		if took := time.Since(start); took > 25*time.Second {
+			b.notes = append(b.notes, fmt.Sprintf("Fallback repetition %d took %s, close to or past the 30s cool-down: later pulls may have re-tried the faulty mirrors.",
+				rep, took.Round(time.Millisecond)))
+		}
+	}
+	after, err := scrape(ctx, b.cfg.metricsAddr)
+	if err != nil {
+		return err
+	}
+	for i := range rows {
+		var mirrors []string
+		for rep := range reps {
+			if m := (fallbackRule{c: rows[i].c, rep: rep}).firstMirror(b.cfg); m != "" {
+				mirrors = append(mirrors, m)
+			}
+		}
+		rows[i].firstMirror = attemptDelta(before, after, mirrors)
+	}
+	b.fallback = rows
+	base := &rows[0]
+	for _, r := range rows {
+		logf("  %-9s first %s (added %s), next p50 %s (added %s); faulty mirror: %s", r.c.name,
+			ms(r.first()), ms(r.addedFirst(base)), ms(r.next()), ms(r.addedNext(base)), r.firstMirror)
+	}
+	// Leave containerd with the numbered set only.
+	for _, r := range fallbackRules(reps) {
+		for k := range fallbackPulls + 1 {
+			if err := b.proxy.remove(ctx, fallbackRef(r, k)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// attemptDelta summarises cri_mirror_pull_attempts_total for the given
+// mirrors by result between two scrapes.
+func attemptDelta(before, after []sample, mirrors []string) string {
+	if len(mirrors) == 0 {
+		return "-"
+	}
+	results := map[string]float64{}
+	for _, s := range after {
+		if s.name == "cri_mirror_pull_attempts_total" && slices.Contains(mirrors, s.labels["mirror"]) {
+			results[s.labels["result"]] += s.value
+		}
+	}
+	for _, s := range before {
+		if s.name == "cri_mirror_pull_attempts_total" && slices.Contains(mirrors, s.labels["mirror"]) {
+			results[s.labels["result"]] -= s.value
+		}
+	}
+	var parts []string
+	for r, v := range results {
+		if v != 0 {
+			parts = append(parts, fmt.Sprintf("%s %.0f", r, v))
+		}
+	}
+	sort.Strings(parts)
+	if len(parts) == 0 {
+		return "no attempts"
+	}
+	return strings.Join(parts, ", ")
+}

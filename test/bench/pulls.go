@@ -1,0 +1,241 @@
+package main
+
+import (
+	"context"
+	"os"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Images of the pull phases: a few megabytes of incompressible layers, so a
+// pull moves real data and is not just the cost of a few round trips.
+const (
+	pullImage   = benchPrefix + "/pull:1"  // 2 × 4 MiB
+	dedupImage  = benchPrefix + "/dedup:1" // 2 × 2 MiB
+	pullTimeout = 2 * time.Minute
+)
+
+type pullResult struct {
+	direct, proxy []time.Duration
+	// own is the proxy's mean time per pull outside the runtime's pull
+	// (resolve, probe, alias write): its PullImage handling time minus its
+	// runtime attempt time, from its own metrics.
+	own time.Duration
+}
+
+type dedupResult struct {
+	concurrency  int
+	single       []time.Duration // one pull through the proxy
+	burst        []time.Duration // wall time of N identical pulls at once
+	runtimePulls []float64       // per burst, from the proxy's metrics
+	logPulls     []int           // per burst, from containerd's log (-1: no log)
+	failed       int             // callers of a burst that got an error or another image
+}
+
+// absent removes ref from containerd if it is there, so the next pull of it
+// downloads and unpacks everything (containerd's CRI RemoveImage deletes the
+// content synchronously once no name refers to it).
+func (b *bench) absent(ctx context.Context, mirrorRef string) error {
+	ok, err := b.direct.present(ctx, mirrorRef)
+	if err != nil || !ok {
+		return err
+	}
+	return b.direct.remove(ctx, mirrorRef)
+}
+
+// timedPull pulls ref through t from scratch, removes it again, and returns
+// how long the pull took. Through the proxy it is removed through the proxy,
+// which drops the alias too.
+func (b *bench) timedPull(ctx context.Context, t *target, ref string) (time.Duration, error) {
+	mirror := ref
+	if t == b.proxy {
+		mirror = b.cfg.mirrorRef(ref)
+	}
+	if err := b.absent(ctx, mirror); err != nil {
+		return 0, err
+	}
+	pctx, cancel := context.WithTimeout(ctx, pullTimeout)
+	defer cancel()
+	start := time.Now()
+	if _, err := t.pull(pctx, ref); err != nil {
+		return 0, err
+	}
+	d := time.Since(start)
+	return d, t.remove(ctx, ref)
+}
+
+// mirrorPulls compares a tag pull through the proxy (resolve, probe,
+// runtime pull of the mirror reference, alias) with containerd pulling the
+// mirror reference itself, alternating which goes first.
+func (b *bench) mirrorPulls(ctx context.Context) error {
+	n := b.cfg.pullRounds
+	logf("mirror pull of %s: %d rounds, direct and proxy alternating", pullImage, n)
+	mirror := b.cfg.mirrorRef(pullImage)
+	var before []sample
+	for r := -1; r < n; r++ { // round -1 warms the registry's and the kernel's caches
+		pair := []struct {
+			t   *target
+			ref string
+			out *[]time.Duration
+		}{{b.direct, mirror, &b.pulls.direct}, {b.proxy, pullImage, &b.pulls.proxy}}
+		if r%2 != 0 {
+			pair[0], pair[1] = pair[1], pair[0]
+		}
+		for _, p := range pair {
+			d, err := b.timedPull(ctx, p.t, p.ref)
+			if err != nil {
+				return err
+			}
+			if r >= 0 {
+				*p.out = append(*p.out, d)
+			}
+		}
+		if r == -1 {
+			var err error
+			if before, err = scrape(ctx, b.cfg.metricsAddr); err != nil {
+				return err
+			}
+		}
+	}
+	after, err := scrape(ctx, b.cfg.metricsAddr)
+	if err != nil {
+		return err
+	}
+	b.pulls.own = ownPullTime(before, after)
+	logf("  p50 direct %s proxy %s (%.3f×); proxy's own time per pull %s", ms(median(b.pulls.direct)), ms(median(b.pulls.proxy)),
+		ratio(median(b.pulls.proxy), median(b.pulls.direct)), ms(b.pulls.own))
+	return nil
+}
+
+// ownPullTime is the mean PullImage handling time minus the mean runtime
+// attempt time between two scrapes in which only successful single-attempt
+// pulls ran.
+func ownPullTime(before, after []sample) time.Duration {
+	pull := func(l map[string]string) bool { return l["grpc_method"] == "PullImage" }
+	ok := func(l map[string]string) bool { return l["result"] == "success" }
+	delta := func(name string, keep func(map[string]string) bool) float64 {
+		return sum(after, name, keep) - sum(before, name, keep)
+	}
+	n := delta("grpc_server_handling_seconds_count", pull)
+	if n == 0 {
+		return 0
+	}
+	handling := delta("grpc_server_handling_seconds_sum", pull)
+	attempts := delta("cri_mirror_pull_attempt_duration_seconds_sum", ok)
+	return time.Duration((handling - attempts) / n * float64(time.Second))
+}
+
+// dedupPulls compares one pull through the proxy with N identical pulls
+// started at once, and counts how many pulls reached containerd.
+func (b *bench) dedupPulls(ctx context.Context) error {
+	d := &b.dedup
+	d.concurrency = b.cfg.concurrency
+	logf("%d concurrent pulls of %s vs one: %d rounds", d.concurrency, dedupImage, b.cfg.dedupRounds)
+	if _, err := b.timedPull(ctx, b.proxy, dedupImage); err != nil { // warm-up
+		return err
+	}
+	for r := range b.cfg.dedupRounds {
+		single := func() error {
+			t, err := b.timedPull(ctx, b.proxy, dedupImage)
+			d.single = append(d.single, t)
+			return err
+		}
+		fns := []func() error{single, func() error { return b.burst(ctx) }}
+		if r%2 == 1 {
+			fns[0], fns[1] = fns[1], fns[0]
+		}
+		for _, fn := range fns {
+			if err := fn(); err != nil {
+				return err
+			}
+		}
+	}
+	logf("  one pull p50 %s, %d at once p50 %s; runtime pulls per burst %v (log %v), failed callers %d",
+		ms(median(d.single)), d.concurrency, ms(median(d.burst)), d.runtimePulls, d.logPulls, d.failed)
+	return nil
+}
+
+// burst starts N identical pulls at the same instant and waits for all.
+func (b *bench) burst(ctx context.Context) error {
+	d := &b.dedup
+	mirror := b.cfg.mirrorRef(dedupImage)
+	if err := b.absent(ctx, mirror); err != nil {
+		return err
+	}
+	before, err := scrape(ctx, b.cfg.metricsAddr)
+	if err != nil {
+		return err
+	}
+	logBefore := b.countLogPulls(mirror)
+
+	pctx, cancel := context.WithTimeout(ctx, pullTimeout)
+	defer cancel()
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		ids   = map[string]int{}
+		fails int
+		gate  = make(chan struct{})
+	)
+	for range d.concurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-gate
+			id, err := b.proxy.pull(pctx, dedupImage)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				fails++
+				return
+			}
+			ids[id]++
+		}()
+	}
+	start := time.Now()
+	close(gate)
+	wg.Wait()
+	wall := time.Since(start)
+
+	after, err := scrape(ctx, b.cfg.metricsAddr)
+	if err != nil {
+		return err
+	}
+	d.burst = append(d.burst, wall)
+	d.runtimePulls = append(d.runtimePulls, runtimePulls(after)-runtimePulls(before))
+	if logBefore >= 0 {
+		d.logPulls = append(d.logPulls, b.countLogPulls(mirror)-logBefore)
+	} else {
+		d.logPulls = append(d.logPulls, -1)
+	}
+	if len(ids) > 1 {
+		fails += d.concurrency - fails - ids[mostCommon(ids)]
+	}
+	d.failed += fails
+	return b.proxy.remove(ctx, dedupImage)
+}
+
+func mostCommon(m map[string]int) string {
+	best, n := "", -1
+	for k, v := range m {
+		if v > n {
+			best, n = k, v
+		}
+	}
+	return best
+}
+
+// countLogPulls counts the PullImage requests for ref that containerd's CRI
+// plugin logged (one line per request it received), or -1 without a log.
+// It is the runtime's own testimony, independent of the proxy's metrics.
+func (b *bench) countLogPulls(ref string) int {
+	if b.cfg.containerdLog == "" {
+		return -1
+	}
+	data, err := os.ReadFile(b.cfg.containerdLog)
+	if err != nil {
+		return -1
+	}
+	return strings.Count(string(data), `msg="PullImage \"`+ref+`\""`)
+}

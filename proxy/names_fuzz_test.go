@@ -28,3 +28,22 @@ func FuzzNames(f *testing.F) {
 		}
 	})
 }
+
+func TestNamesCache(t *testing.T) {
+	var n names
+	for range 2 { // the second round is served from the cache
+		named, ok := n.normalize("nginx:1.27")
+		if !ok || named.String() != "docker.io/library/nginx:1.27" {
+			t.Fatalf("normalize(nginx:1.27) = %v, %v", named, ok)
+		}
+		if _, ok := n.normalize(strings.Repeat("a", 64)); ok {
+			t.Fatal("a bare image id is not a reference")
+		}
+	}
+	for i := range namesCacheSize + 10 {
+		n.normalize("app" + strings.Repeat("x", i%7) + ":" + string(rune('a'+i%26)))
+	}
+	if len(n.m) > namesCacheSize {
+		t.Errorf("cache holds %d names, bound %d", len(n.m), namesCacheSize)
+	}
+}

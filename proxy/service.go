@@ -41,6 +41,7 @@ type Server struct {
 	metrics  *metrics.Metrics
 	log      logrus.FieldLogger
 	flights  flights
+	names    names
 
 	attemptTimeout time.Duration
 	prober         Prober

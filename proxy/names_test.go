@@ -9,6 +9,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -214,5 +215,38 @@ func TestRepoOf(t *testing.T) {
 		if got := repoOf(in); got != want {
 			t.Errorf("repoOf(%s) = %s, want %s", in, got, want)
 		}
+	}
+}
+
+func TestStatusOfUnaliasedImageIsTheRuntimes(t *testing.T) {
+	h := newHarness(t)
+	h.rt.publish("registry.example.com/plain:1", "plain")
+	id := h.mustPull("registry.example.com/plain:1")
+	for _, name := range []string{"registry.example.com/plain:1", id} {
+		img := h.status(name)
+		if img.GetId() != id || !slices.Equal(img.GetRepoTags(), []string{"registry.example.com/plain:1"}) ||
+			!slices.Equal(img.GetRepoDigests(), []string{"registry.example.com/plain@" + digestOf("plain")}) || img.GetSize() != 1234 {
+			t.Errorf("ImageStatus(%s) = %v", name, img)
+		}
+	}
+	if img := h.status("registry.example.com/absent:1"); img != nil {
+		t.Errorf("absent image: %v", img)
+	}
+}
+
+func TestBytesField(t *testing.T) {
+	req := &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: "docker.io/library/nginx:1", Annotations: map[string]string{"a": "b"}}, Verbose: true}
+	b, err := proto.Marshal(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(bytesField(bytesField(b, 1), 1)); got != "docker.io/library/nginx:1" {
+		t.Errorf("image name read from the wire = %q", got)
+	}
+	if got := bytesField(b, 7); got != nil {
+		t.Errorf("absent field = %q", got)
+	}
+	if got := bytesField([]byte{0xff, 0xff}, 1); got != nil {
+		t.Errorf("garbage = %q", got)
 	}
 }

@@ -87,10 +87,11 @@ func New(conn grpc.ClientConnInterface, r Resolver, aliases AliasStore, opts ...
 	return s
 }
 
-// Register installs the ImageService on gs. RuntimeService (and anything else
-// the runtime serves) reaches the runtime through ServerOptions.
+// Register installs the ImageService on gs, which must use the Codec
+// (grpc.ForceServerCodecV2(Codec())). RuntimeService (and anything else the
+// runtime serves) reaches the runtime through Relay.
 func (s *Server) Register(gs *grpc.Server) {
-	runtimeapi.RegisterImageServiceServer(gs, s)
+	gs.RegisterService(imageServiceDesc(), s)
 }
 
 // mirrorHealthChanged reports a mirror's breaker opening or closing.

@@ -1,0 +1,94 @@
+package proxy
+
+import (
+	"context"
+
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// ImageStatus runs before every container start, and for nearly every call
+// no alias is involved. So the proxy does not decode the call it forwards:
+// it reads the image name straight from the request bytes, and the image id
+// straight from the response bytes, and decodes (to translate) only when an
+// alias is concerned. Measured side by side against a raw relay this takes
+// the proxy's own cost from ~15% to ~8% of a hop (test/bench).
+
+// imageServiceDesc is the generated ImageService descriptor whose
+// ImageStatus handler takes the request undecoded. It needs the server codec
+// (Codec) that passes frames through.
+func imageServiceDesc() *grpc.ServiceDesc {
+	d := runtimeapi.ImageService_ServiceDesc
+	d.Methods = append([]grpc.MethodDesc(nil), d.Methods...)
+	for i := range d.Methods {
+		if d.Methods[i].MethodName == "ImageStatus" {
+			d.Methods[i].Handler = imageStatusHandler
+		}
+	}
+	return &d
+}
+
+func imageStatusHandler(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
+	in := new(frame)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	s := srv.(*Server)
+	if interceptor == nil {
+		return s.imageStatusFrame(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{Server: srv, FullMethod: runtimeapi.ImageService_ImageStatus_FullMethodName}
+	return interceptor(ctx, in, info, func(ctx context.Context, req any) (any, error) {
+		return s.imageStatusFrame(ctx, req.(*frame))
+	})
+}
+
+// imageStatusFrame answers an undecoded ImageStatusRequest.
+func (s *Server) imageStatusFrame(ctx context.Context, in *frame) (any, error) {
+	name := bytesField(bytesField(in.data, 1), 1) // ImageStatusRequest.image.image
+	if _, aliased := s.lookupAlias(ctx, string(name)); aliased || len(name) == 0 {
+		var req runtimeapi.ImageStatusRequest
+		if err := proto.Unmarshal(in.data, &req); err != nil {
+			return nil, err
+		}
+		return s.ImageStatus(ctx, &req)
+	}
+	out := new(frame)
+	if err := s.conn.Invoke(ctx, runtimeapi.ImageService_ImageStatus_FullMethodName, in, out, grpc.ForceCodecV2(Codec())); err != nil {
+		return nil, err
+	}
+	id := bytesField(bytesField(out.data, 1), 1) // ImageStatusResponse.image.id
+	if len(id) == 0 || len(s.aliases.ByImage(string(id))) == 0 {
+		return out, nil
+	}
+	var resp runtimeapi.ImageStatusResponse
+	if err := proto.Unmarshal(out.data, &resp); err != nil {
+		return nil, err
+	}
+	s.translate(resp.Image)
+	return &resp, nil
+}
+
+// bytesField returns the last occurrence of length-delimited field num of a
+// protobuf message (the protobuf rule for a repeated singular field), or nil.
+func bytesField(b []byte, num protowire.Number) []byte {
+	var v []byte
+	for len(b) > 0 {
+		n, t, l := protowire.ConsumeTag(b)
+		if l < 0 {
+			return nil
+		}
+		b = b[l:]
+		m := protowire.ConsumeFieldValue(n, t, b)
+		if m < 0 {
+			return nil
+		}
+		if n == num && t == protowire.BytesType {
+			v, _ = protowire.ConsumeBytes(b[:m])
+		}
+		b = b[m:]
+	}
+	return v
+}

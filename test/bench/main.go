@@ -42,6 +42,7 @@ type config struct {
 	containerdSock string
 	containerdLog  string
 	containerdPID  int
+	registryPID    int
 	proxySock      string
 	proxyPID       int
 	metricsAddr    string
@@ -101,6 +102,7 @@ func parseFlags() *config {
 	flag.StringVar(&c.containerdSock, "containerd", "", "containerd CRI socket path")
 	flag.StringVar(&c.containerdLog, "containerd-log", "", "containerd's log file, to count the pulls it was asked for (optional)")
 	flag.IntVar(&c.containerdPID, "containerd-pid", 0, "pid of containerd, to tell other load on the machine from the benchmark's (optional)")
+	flag.IntVar(&c.registryPID, "registry-pid", 0, "pid of the registry, likewise (optional)")
 	flag.StringVar(&c.proxySock, "proxy", "", "cri-mirror-proxy socket path")
 	flag.IntVar(&c.proxyPID, "proxy-pid", 0, "pid of the proxy, for its memory")
 	flag.StringVar(&c.metricsAddr, "metrics", "", "the proxy's metrics address (host:port)")

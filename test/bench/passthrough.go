@@ -172,7 +172,7 @@ func (b *bench) cpu() (cpuSnap, error) {
 	if s.total, err = systemBusy(); err != nil {
 		return s, err
 	}
-	for _, pid := range []int{b.cfg.proxyPID, b.hopPID, b.hopBP.pid(), b.cfg.comparePID, b.cfg.containerdPID, os.Getpid()} {
+	for _, pid := range []int{b.cfg.proxyPID, b.hopPID, b.hopBP.pid(), b.cfg.comparePID, b.cfg.containerdPID, b.cfg.registryPID, os.Getpid()} {
 		if pid == 0 {
 			continue
 		}

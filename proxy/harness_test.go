@@ -117,8 +117,7 @@ func (h *harness) start() {
 	quiet.SetOutput(io.Discard)
 	opts := append([]Option{WithMetrics(h.metrics), WithLogger(quiet)}, h.opts...)
 	h.srv = New(h.rtConn, h.rules, h.store, opts...)
-	h.gs = grpc.NewServer(grpc.ForceServerCodecV2(Codec()), grpc.UnknownServiceHandler(h.srv.Relay))
-	h.srv.Register(h.gs)
+	h.gs = h.srv.NewGRPCServer()
 	sock := shortSocket(t, "proxy.sock")
 	l, err := Listen("unix://"+sock, 0o660, -1)
 	if err != nil {

@@ -18,17 +18,28 @@ func (s *Server) ImageStatus(ctx context.Context, req *runtimeapi.ImageStatusReq
 		return nil, status.Error(codes.InvalidArgument, "ImageStatus: image spec with an image name or id is required")
 	}
 	if a, ok := s.lookupAlias(ctx, image); ok {
-		byID := &runtimeapi.ImageStatusRequest{Image: withImage(req.GetImage(), a.ImageID), Verbose: req.GetVerbose()}
-		resp, err := s.images.ImageStatus(ctx, byID)
-		if err != nil {
-			return nil, err
-		}
-		if resp.GetImage() != nil {
-			s.translate(resp.Image)
-			return resp, nil
-		}
-		s.dropStale(a)
+		return s.aliasStatus(ctx, req, a)
 	}
+	return s.forwardStatus(ctx, req)
+}
+
+// aliasStatus answers for a name the alias a stands for: the runtime is
+// asked by image id. A stale alias is dropped and the runtime asked as is.
+func (s *Server) aliasStatus(ctx context.Context, req *runtimeapi.ImageStatusRequest, a store.Alias) (*runtimeapi.ImageStatusResponse, error) {
+	byID := &runtimeapi.ImageStatusRequest{Image: withImage(req.GetImage(), a.ImageID), Verbose: req.GetVerbose()}
+	resp, err := s.images.ImageStatus(ctx, byID)
+	if err != nil {
+		return nil, err
+	}
+	if resp.GetImage() != nil {
+		s.translate(resp.Image)
+		return resp, nil
+	}
+	s.dropStale(a)
+	return s.forwardStatus(ctx, req)
+}
+
+func (s *Server) forwardStatus(ctx context.Context, req *runtimeapi.ImageStatusRequest) (*runtimeapi.ImageStatusResponse, error) {
 	resp, err := s.images.ImageStatus(ctx, req)
 	if err != nil {
 		return nil, err

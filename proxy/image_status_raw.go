@@ -48,12 +48,15 @@ func imageStatusHandler(srv any, ctx context.Context, dec func(any) error, inter
 // imageStatusFrame answers an undecoded ImageStatusRequest.
 func (s *Server) imageStatusFrame(ctx context.Context, in *frame) (any, error) {
 	name := bytesField(bytesField(in.data, 1), 1) // ImageStatusRequest.image.image
-	if _, aliased := s.lookupAlias(ctx, string(name)); aliased || len(name) == 0 {
+	if len(name) == 0 {
+		return s.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{}) // the InvalidArgument answer
+	}
+	if a, aliased := s.lookupAlias(ctx, string(name)); aliased {
 		var req runtimeapi.ImageStatusRequest
 		if err := proto.Unmarshal(in.data, &req); err != nil {
 			return nil, err
 		}
-		return s.ImageStatus(ctx, &req)
+		return s.aliasStatus(ctx, &req, a)
 	}
 	out := new(frame)
 	if err := s.conn.Invoke(ctx, runtimeapi.ImageService_ImageStatus_FullMethodName, in, out, grpc.ForceCodecV2(Codec())); err != nil {

@@ -21,7 +21,8 @@ import (
 type frame struct{ data []byte }
 
 // Codec is the server codec: raw frames pass through as bytes, every other
-// message is protobuf. Install it with grpc.ForceServerCodecV2(Codec()).
+// message is protobuf. NewGRPCServer installs it; the relay and the undecoded
+// ImageStatus use it on the client side too.
 func Codec() encoding.CodecV2 { return codec{proto: encoding.GetCodecV2(proto.Name)} }
 
 type codec struct{ proto encoding.CodecV2 }

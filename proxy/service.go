@@ -87,11 +87,19 @@ func New(conn grpc.ClientConnInterface, r Resolver, aliases AliasStore, opts ...
 	return s
 }
 
-// Register installs the ImageService on gs, which must use the Codec
-// (grpc.ForceServerCodecV2(Codec())). RuntimeService (and anything else the
-// runtime serves) reaches the runtime through Relay.
-func (s *Server) Register(gs *grpc.Server) {
+// NewGRPCServer returns a gRPC server serving the ImageService, relaying
+// every other method (RuntimeService) to the runtime, with the codec the
+// undecoded paths need and kubelet's message size limits. opts add to these
+// (interceptors, for instance).
+func (s *Server) NewGRPCServer(opts ...grpc.ServerOption) *grpc.Server {
+	gs := grpc.NewServer(append([]grpc.ServerOption{
+		grpc.ForceServerCodecV2(Codec()),
+		grpc.UnknownServiceHandler(s.Relay),
+		grpc.MaxRecvMsgSize(MaxMsgSize),
+		grpc.MaxSendMsgSize(MaxMsgSize),
+	}, opts...)...)
 	gs.RegisterService(imageServiceDesc(), s)
+	return gs
 }
 
 // mirrorHealthChanged reports a mirror's breaker opening or closing.

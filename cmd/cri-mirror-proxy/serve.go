@@ -142,15 +142,10 @@ func serve(ctx context.Context, c serveConfig) error {
 			conf, c.rules.dir, "cri-mirror-proxy/"+version)))
 	}
 	srv := proxy.New(conn, rules, aliases, opts...)
-	gs := grpc.NewServer(
-		grpc.ForceServerCodecV2(proxy.Codec()),
-		grpc.UnknownServiceHandler(srv.Relay),
+	gs := srv.NewGRPCServer(
 		grpc.ChainUnaryInterceptor(m.GRPC.UnaryServerInterceptor()),
 		grpc.ChainStreamInterceptor(m.GRPC.StreamServerInterceptor()),
-		grpc.MaxRecvMsgSize(proxy.MaxMsgSize),
-		grpc.MaxSendMsgSize(proxy.MaxMsgSize),
 	)
-	srv.Register(gs)
 	m.GRPC.InitializeMetrics(gs)
 
 	gid, err := lookupGroup(c.listenGroup)

@@ -160,15 +160,10 @@ func newMicroEnv(b *testing.B, n int) *microEnv {
 	quiet := logrus.New()
 	quiet.SetOutput(io.Discard)
 	srv := proxy.New(up.conn, rules, aliases, proxy.WithMetrics(m), proxy.WithLogger(quiet))
-	gs := grpc.NewServer(
-		grpc.ForceServerCodecV2(proxy.Codec()),
-		grpc.UnknownServiceHandler(srv.Relay),
+	gs := srv.NewGRPCServer(
 		grpc.ChainUnaryInterceptor(m.GRPC.UnaryServerInterceptor()),
 		grpc.ChainStreamInterceptor(m.GRPC.StreamServerInterceptor()),
-		grpc.MaxRecvMsgSize(proxy.MaxMsgSize),
-		grpc.MaxSendMsgSize(proxy.MaxMsgSize),
 	)
-	srv.Register(gs)
 	m.GRPC.InitializeMetrics(gs)
 	proxySock := serve(gs, "proxy.sock")
 

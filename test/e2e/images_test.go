@@ -133,15 +133,22 @@ func (h *harness) pushImage(img v1.Image, refs ...string) error {
 	if err != nil {
 		return err
 	}
+	return h.pushAs(refs, pushedImage{ID: id.String(), Digest: dg.String()}, func(ref name.Reference) error {
+		return remote.Write(ref, img)
+	})
+}
+
+// pushAs writes something to every ref with write and records it as pushed.
+func (h *harness) pushAs(refs []string, pushed pushedImage, write func(name.Reference) error) error {
 	for _, r := range refs {
 		ref, err := name.ParseReference(r, name.Insecure)
 		if err != nil {
 			return err
 		}
-		if err := remote.Write(ref, img); err != nil {
+		if err := write(ref); err != nil {
 			return fmt.Errorf("push %s: %w", r, err)
 		}
-		h.pushed[r] = pushedImage{ID: id.String(), Digest: dg.String()}
+		h.pushed[r] = pushed
 	}
 	return nil
 }
@@ -174,17 +181,9 @@ func (h *harness) pushIndex(refs ...string) error {
 	if err != nil {
 		return err
 	}
-	for _, r := range refs {
-		ref, err := name.ParseReference(r, name.Insecure)
-		if err != nil {
-			return err
-		}
-		if err := remote.WriteIndex(ref, idx); err != nil {
-			return fmt.Errorf("push index %s: %w", r, err)
-		}
-		h.pushed[r] = pushedImage{ID: nativeID.String(), Digest: dg.String()}
-	}
-	return nil
+	return h.pushAs(refs, pushedImage{ID: nativeID.String(), Digest: dg.String()}, func(ref name.Reference) error {
+		return remote.WriteIndex(ref, idx)
+	})
 }
 
 // image returns what was pushed as ref ("M:" and "S:" prefixes stand for the mirror and the

@@ -29,6 +29,7 @@ type fakeRuntime struct {
 	mu       sync.Mutex
 	registry map[string]string            // pullable reference → content (decides id and digest)
 	failures map[string]error             // reference → error its pull returns
+	stalls   map[string]bool              // references whose pulls never answer (a black hole)
 	images   map[string]*runtimeapi.Image // id → image
 	pulls    []pullCall                   // every PullImage, in order
 	block    chan struct{}                // when set, pulls wait for it (or their context)
@@ -45,6 +46,7 @@ func newFakeRuntime() *fakeRuntime {
 	return &fakeRuntime{
 		registry: map[string]string{},
 		failures: map[string]error{},
+		stalls:   map[string]bool{},
 		images:   map[string]*runtimeapi.Image{},
 	}
 }
@@ -60,6 +62,13 @@ func (f *fakeRuntime) fail(ref string, err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.failures[ref] = err
+}
+
+// stall makes pulls of ref wait until their caller gives up.
+func (f *fakeRuntime) stall(ref string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.stalls[ref] = true
 }
 
 func (f *fakeRuntime) pulled() []pullCall {
@@ -97,6 +106,9 @@ func (f *fakeRuntime) PullImage(ctx context.Context, req *runtimeapi.PullImageRe
 	f.mu.Lock()
 	f.pulls = append(f.pulls, pullCall{Image: ref, Auth: proto.Clone(req.GetAuth()).(*runtimeapi.AuthConfig)})
 	block, started := f.block, f.started
+	if f.stalls[ref] {
+		block = make(chan struct{})
+	}
 	f.mu.Unlock()
 	if started != nil {
 		started <- ref

@@ -20,6 +20,7 @@ type health struct {
 
 	mu      sync.Mutex
 	mirrors map[string]*mirrorState
+	heardAt map[string]time.Time // when each mirror last answered: served a pull, or a probe
 }
 
 type mirrorState struct {
@@ -31,7 +32,7 @@ type mirrorState struct {
 const DefaultCooldown = 30 * time.Second
 
 func newHealth(cooldown time.Duration, onChange func(string, bool)) *health {
-	return &health{cooldown: cooldown, now: time.Now, onChange: onChange, mirrors: map[string]*mirrorState{}}
+	return &health{cooldown: cooldown, now: time.Now, onChange: onChange, mirrors: map[string]*mirrorState{}, heardAt: map[string]time.Time{}}
 }
 
 // allow reports whether mirror may be tried now. After the cool-down one
@@ -60,6 +61,7 @@ func (h *health) success(mirror string) {
 	m := h.mirrors[mirror]
 	wasOpen := m != nil && !m.openUntil.IsZero()
 	delete(h.mirrors, mirror)
+	h.heardAt[mirror] = h.now()
 	h.mu.Unlock()
 	if wasOpen {
 		h.onChange(mirror, true)
@@ -68,10 +70,12 @@ func (h *health) success(mirror string) {
 
 // failure opens (or re-opens) the breaker of mirror for a cool-down.
 func (h *health) failure(mirror string) {
+	h.mu.Lock()
+	delete(h.heardAt, mirror)
 	if h.cooldown <= 0 {
+		h.mu.Unlock()
 		return
 	}
-	h.mu.Lock()
 	m := h.mirrors[mirror]
 	if m == nil {
 		m = &mirrorState{}
@@ -94,4 +98,24 @@ func (h *health) release(mirror string) {
 		m.trial = false
 	}
 	h.mu.Unlock()
+}
+
+// heard records that mirror answered (a probe found the manifest, or found
+// it missing): it is up, whatever it holds.
+func (h *health) heard(mirror string) {
+	h.mu.Lock()
+	h.heardAt[mirror] = h.now()
+	h.mu.Unlock()
+}
+
+// heardWithin reports whether mirror answered within d and has not failed
+// since.
+func (h *health) heardWithin(mirror string, d time.Duration) bool {
+	if d <= 0 {
+		return false
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	at, ok := h.heardAt[mirror]
+	return ok && h.now().Sub(at) < d
 }

@@ -66,3 +66,30 @@ func TestHealthDisabled(t *testing.T) {
 		t.Error("cool-down 0 disables the breaker")
 	}
 }
+
+func TestHealthHeard(t *testing.T) {
+	now := time.Unix(1000, 0)
+	h := newHealth(30*time.Second, func(string, bool) {})
+	h.now = func() time.Time { return now }
+	if h.heardWithin("a", time.Minute) {
+		t.Fatal("a mirror never heard from")
+	}
+	h.success("a")
+	h.heard("b")
+	now = now.Add(59 * time.Second)
+	if !h.heardWithin("a", time.Minute) || !h.heardWithin("b", time.Minute) {
+		t.Fatal("a pull and a probe answer both count as hearing from a mirror")
+	}
+	if h.heardWithin("a", 0) {
+		t.Fatal("a zero window never trusts")
+	}
+	now = now.Add(2 * time.Second)
+	if h.heardWithin("a", time.Minute) {
+		t.Fatal("heard longer ago than the window")
+	}
+	h.heard("a")
+	h.failure("a")
+	if h.heardWithin("a", time.Minute) {
+		t.Fatal("a failure forgets the last answer")
+	}
+}

@@ -85,13 +85,17 @@ func (s *Server) pull(ctx context.Context, req *runtimeapi.PullImageRequest, res
 		log := s.log.WithFields(logrus.Fields{
 			"image": original, "candidate": c.Ref.String(), "mirror": mirrorLabel(c), "attempt": i + 1,
 		})
-		if !c.Source {
-			if skip := s.screen(ctx, res, c, isLast, log); skip != "" {
+		var resp *runtimeapi.PullImageResponse
+		var err error
+		if c.Source {
+			resp, err = s.attempt(ctx, req, res, c, isLast, log)
+		} else {
+			var skip string
+			if resp, skip, err = s.tryMirror(ctx, req, res, c, isLast, log); skip != "" {
 				failures = append(failures, fmt.Sprintf("%s (%s): %s", c.Ref, describe(c), skip))
 				continue
 			}
 		}
-		resp, err := s.attempt(ctx, req, res, c, isLast, log)
 		if err != nil && ctx.Err() == nil && s.runtimeDown(ctx, err) {
 			// The proxy lost the runtime, not the mirror: no candidate can
 			// do better, and the mirror must not be blamed for it.
@@ -155,30 +159,89 @@ func (s *Server) runtimeDown(ctx context.Context, err error) bool {
 	return s.Ready(ctx) != nil
 }
 
-// screen decides whether a mirror is worth a runtime pull: not while its
-// breaker is open, not when the probe finds the manifest missing or the
-// mirror unreachable. It returns why the mirror is skipped, or "". The last
-// candidate is never skipped: trying it is better than failing for sure.
-func (s *Server) screen(ctx context.Context, res *resolver.Resolution, c resolver.Candidate, last bool, log logrus.FieldLogger) string {
-	registry, mirror := ruleLabel(res.Rule), mirrorLabel(c)
-	if !s.health.allow(c.Location) {
-		if !last {
-			s.metrics.Attempts.WithLabelValues(registry, mirror, resultSkipped).Inc()
-			log.WithField("result", resultSkipped).Info("mirror skipped: it failed recently")
-			return "skipped: failed recently, cooling down"
-		}
+// tryMirror asks the runtime to pull a mirror candidate unless the mirror is
+// held back: its breaker is open, or the manifest probe finds the manifest
+// missing or the mirror unreachable. It returns the pull's result, or why
+// the mirror was skipped. The last candidate is neither held back nor
+// probed: trying it is better than failing for sure.
+//
+// A mirror that has not answered recently is probed before the runtime is
+// asked, so a mirror that is down or new is never handed to the runtime
+// blind. A mirror that answered within the probe overlap is probed while
+// the runtime already pulls; a verdict of missing or unreachable stops that
+// pull. Both catch the same faults in the same time; the overlap spares a
+// healthy mirror the probe's round trips on every pull.
+func (s *Server) tryMirror(ctx context.Context, req *runtimeapi.PullImageRequest, res *resolver.Resolution, c resolver.Candidate, last bool, log logrus.FieldLogger) (*runtimeapi.PullImageResponse, string, error) {
+	if !s.health.allow(c.Location) && !last {
+		s.metrics.Attempts.WithLabelValues(ruleLabel(res.Rule), mirrorLabel(c), resultSkipped).Inc()
+		log.WithField("result", resultSkipped).Info("mirror skipped: it failed recently")
+		return nil, "skipped: failed recently, cooling down", nil
 	}
 	if s.prober == nil || last {
-		return ""
+		resp, err := s.attempt(ctx, req, res, c, last, log)
+		return resp, "", err
 	}
+	if s.health.heardWithin(c.Location, s.probeOverlap) {
+		return s.pullWithProbe(ctx, req, res, c, log.WithField("probe_mode", "alongside"))
+	}
+	log = log.WithField("probe_mode", "before")
 	start := time.Now()
 	found, err := s.prober.Probe(ctx, c)
-	d := time.Since(start)
-	log = log.WithFields(logrus.Fields{"probe": found.String(), "probe_duration": d.Round(time.Millisecond).String()})
+	if skip := s.judge(ctx, res, c, found, err, time.Since(start), log); skip != "" {
+		return nil, skip, nil
+	}
+	resp, err := s.attempt(ctx, req, res, c, false, log)
+	return resp, "", err
+}
+
+// errProbeVeto stops a runtime pull the probe found pointless.
+var errProbeVeto = errors.New("stopped: the manifest probe found the mirror missing the manifest or unreachable")
+
+// pullWithProbe asks the runtime to pull c while the probe runs; a probe
+// verdict of missing or unreachable that comes before the pull's own
+// result stops the pull and skips the mirror.
+func (s *Server) pullWithProbe(ctx context.Context, req *runtimeapi.PullImageRequest, res *resolver.Resolution, c resolver.Candidate, log logrus.FieldLogger) (*runtimeapi.PullImageResponse, string, error) {
+	pullCtx, veto := context.WithCancelCause(ctx)
+	defer veto(nil)
+	probeCtx, stopProbe := context.WithCancel(ctx)
+	type verdict struct {
+		found probeResult
+		err   error
+		took  time.Duration
+	}
+	done := make(chan verdict, 1)
+	go func() {
+		start := time.Now()
+		found, err := s.prober.Probe(probeCtx, c)
+		if probeCtx.Err() == nil && (found == probeAbsent || found == probeUnreachable) {
+			veto(errProbeVeto)
+		}
+		done <- verdict{found, err, time.Since(start)}
+	}()
+	resp, err := s.attempt(pullCtx, req, res, c, false, log)
+	stopProbe()
+	v := <-done
+	if err != nil && ctx.Err() == nil && errors.Is(context.Cause(pullCtx), errProbeVeto) {
+		return nil, s.judge(ctx, res, c, v.found, v.err, v.took, log), nil
+	}
+	if v.found == probePresent {
+		s.health.heard(c.Location)
+	}
+	return resp, "", err
+}
+
+// judge reports a probe's verdict and returns why it skips the mirror, or ""
+// when the runtime should pull it.
+func (s *Server) judge(ctx context.Context, res *resolver.Resolution, c resolver.Candidate, found probeResult, err error, took time.Duration, log logrus.FieldLogger) string {
+	registry, mirror := ruleLabel(res.Rule), mirrorLabel(c)
+	log = log.WithFields(logrus.Fields{"probe": found.String(), "probe_duration": took.Round(time.Millisecond).String()})
 	switch found {
+	case probePresent:
+		s.health.heard(c.Location)
 	case probeAbsent:
+		s.health.heard(c.Location)
 		s.health.release(c.Location)
-		s.metrics.ObserveAttempt(registry, mirror, resultMissing, d)
+		s.metrics.ObserveAttempt(registry, mirror, resultMissing, took)
 		s.metrics.AttemptFailures.WithLabelValues(registry, mirror, metrics.ReasonNotFound).Inc()
 		log.WithField("result", resultMissing).Info("mirror skipped: probe found no such manifest")
 		return "skipped: the probe found no such manifest"
@@ -187,7 +250,7 @@ func (s *Server) screen(ctx context.Context, res *resolver.Resolution, c resolve
 			return ""
 		}
 		s.health.failure(c.Location)
-		s.metrics.ObserveAttempt(registry, mirror, resultUnreachable, d)
+		s.metrics.ObserveAttempt(registry, mirror, resultUnreachable, took)
 		reason := metrics.ReasonConnection
 		if err != nil && failureReason(err) == metrics.ReasonTimeout {
 			reason = metrics.ReasonTimeout
@@ -276,6 +339,9 @@ func (s *Server) attempt(ctx context.Context, req *runtimeapi.PullImageRequest, 
 		SandboxConfig: req.GetSandboxConfig(),
 	})
 	d := time.Since(start)
+	if err != nil && errors.Is(context.Cause(ctx), errProbeVeto) {
+		return nil, err // stopped by the probe, whose verdict the caller reports
+	}
 	result := metrics.ResultSuccess
 	switch {
 	case err == nil:

@@ -41,6 +41,15 @@ type Prober interface {
 // WithProber enables the manifest probe for mirror candidates.
 func WithProber(p Prober) Option { return func(s *Server) { s.prober = p } }
 
+// DefaultProbeOverlap is how long after a mirror last answered its probe
+// runs alongside the runtime pull instead of before it.
+const DefaultProbeOverlap = 5 * time.Minute
+
+// WithProbeOverlap sets how long after a mirror last answered (served a
+// pull, or answered a probe) its probe runs alongside the runtime pull
+// instead of before it. 0: always before. Default DefaultProbeOverlap.
+func WithProbeOverlap(d time.Duration) Option { return func(s *Server) { s.probeOverlap = d } }
+
 // ManifestProbe asks a mirror for the manifest with a HEAD request through
 // the containers/image docker transport, so it honours the rule's
 // `insecure`, certs.d and the auth file for the mirror host: the same view

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/cri-mirror-proxy/cri-mirror-proxy/metrics"
 	"github.com/cri-mirror-proxy/cri-mirror-proxy/resolver"
 )
 
@@ -158,5 +159,100 @@ func TestManifestProbeAgainstARealRegistry(t *testing.T) {
 		if d := time.Since(start); d > 5*time.Second {
 			t.Errorf("probe %s took %v: the timeout must bound it", tc.ref, d)
 		}
+	}
+}
+
+// funcProber is a Prober double that runs a function.
+type funcProber func(ctx context.Context, c resolver.Candidate) (probeResult, error)
+
+func (f funcProber) Probe(ctx context.Context, c resolver.Candidate) (probeResult, error) {
+	return f(ctx, c)
+}
+
+// waitForPull waits (bounded) until the runtime was asked to pull ref.
+func (h *harness) waitForPull(ref string) bool {
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if slices.Contains(h.rt.pulledRefs(), ref) {
+			return true
+		}
+	}
+	return false
+}
+
+func TestProbeBeforeUntilTheMirrorAnswered(t *testing.T) {
+	// Without the overlap every probe runs before the pull: a mirror that
+	// served a pull a moment ago and lacks the next tag is still not asked.
+	h := newHarness(t, WithProbeOverlap(0), WithProber(mapProber{"mirror-a.test/hub/library/two:1": probeAbsent}))
+	h.rt.publish("mirror-a.test/hub/library/one:1", "one")
+	h.rt.publish("mirror-b.test/library/two:1", "two")
+	h.mustPull("one:1")
+	h.mustPull("two:1")
+	want := []string{"mirror-a.test/hub/library/one:1", "mirror-b.test/library/two:1"}
+	if got := h.rt.pulledRefs(); !slices.Equal(got, want) {
+		t.Errorf("runtime pulls = %q, want %q", got, want)
+	}
+}
+
+func TestProbeAlongsideStopsAPullToAMirrorThatStopsAnswering(t *testing.T) {
+	var h *harness
+	h = newHarness(t, WithProber(funcProber(func(ctx context.Context, c resolver.Candidate) (probeResult, error) {
+		if c.Ref.String() != "mirror-a.test/hub/library/two:1" {
+			return probePresent, nil
+		}
+		// The mirror answered a moment ago, so the runtime is already
+		// pulling while this probe runs: the probe finds it gone.
+		if !h.waitForPull(c.Ref.String()) {
+			t.Error("the runtime was not asked to pull while the probe ran")
+		}
+		return probeUnreachable, context.DeadlineExceeded
+	})))
+	h.rt.publish("mirror-a.test/hub/library/one:1", "one")
+	h.rt.stall("mirror-a.test/hub/library/two:1")
+	h.rt.publish("mirror-b.test/library/two:1", "two")
+	h.mustPull("one:1") // probe before: mirror-a had not answered yet
+	h.mustPull("two:1") // probe alongside; the stalled pull is stopped
+
+	want := []string{"mirror-a.test/hub/library/one:1", "mirror-a.test/hub/library/two:1", "mirror-b.test/library/two:1"}
+	if got := h.rt.pulledRefs(); !slices.Equal(got, want) {
+		t.Errorf("runtime pulls = %q, want %q", got, want)
+	}
+	for result, want := range map[string]float64{metrics.ResultSuccess: 1, resultUnreachable: 1, metrics.ResultCanceled: 0, metrics.ResultError: 0} {
+		if got := testutil.ToFloat64(h.metrics.Attempts.WithLabelValues("docker.io", "mirror-a.test/hub", result)); got != want {
+			t.Errorf("mirror-a attempts %s = %v, want %v", result, got, want)
+		}
+	}
+	if got := testutil.ToFloat64(h.metrics.MirrorHealthy.WithLabelValues("mirror-a.test/hub")); got != 0 {
+		t.Errorf("mirror_healthy = %v, want 0: an unreachable mirror opens its breaker", got)
+	}
+	// Once it failed, the mirror has to answer a probe again before the
+	// runtime is sent there: after the cool-down its probe runs first.
+	h.rt.publish("mirror-b.test/library/three:1", "three")
+	h.mustPull("three:1")
+	if got := h.rt.pulledRefs(); slices.Contains(got, "mirror-a.test/hub/library/three:1") {
+		t.Errorf("runtime pulls = %q: a held-back mirror reached the runtime", got)
+	}
+}
+
+func TestProbeAlongsideDoesNotWaitForTheProbe(t *testing.T) {
+	stopped := make(chan struct{}, 1)
+	h := newHarness(t, WithProber(funcProber(func(ctx context.Context, c resolver.Candidate) (probeResult, error) {
+		if c.Ref.String() == "mirror-a.test/hub/library/one:1" {
+			return probePresent, nil
+		}
+		<-ctx.Done() // a slow probe: only the pull's end stops it
+		stopped <- struct{}{}
+		return probeInconclusive, ctx.Err()
+	})))
+	h.rt.publish("mirror-a.test/hub/library/one:1", "one")
+	h.rt.publish("mirror-a.test/hub/library/two:1", "two")
+	h.mustPull("one:1")
+	h.mustPull("two:1")
+	select {
+	case <-stopped:
+	default:
+		t.Fatal("the probe still ran after the pull it accompanied had ended")
+	}
+	if got := testutil.ToFloat64(h.metrics.Attempts.WithLabelValues("docker.io", "mirror-a.test/hub", metrics.ResultSuccess)); got != 2 {
+		t.Errorf("mirror-a successes = %v, want 2", got)
 	}
 }

@@ -45,6 +45,7 @@ type Server struct {
 
 	attemptTimeout time.Duration
 	prober         Prober
+	probeOverlap   time.Duration
 	cooldown       time.Duration
 	health         *health
 }
@@ -78,6 +79,8 @@ func New(conn grpc.ClientConnInterface, r Resolver, aliases AliasStore, opts ...
 		metrics:  metrics.New(),
 		log:      logrus.StandardLogger(),
 		cooldown: DefaultCooldown,
+
+		probeOverlap: DefaultProbeOverlap,
 	}
 	for _, o := range opts {
 		o(s)

@@ -147,7 +147,9 @@ func TestMirrorHealth(t *testing.T) {
 				t.Errorf("%s attempts on the mirror = %v, want %v\n%s", result, got, n, m.dump("cri_mirror_pull_attempts"))
 			}
 		}
-		asked := front.count(func(r frontRequest) bool { return fromRuntime(r.UserAgent) && r.Path == "/v2/m1/"+repo+"/b/manifests/v1" })
+		asked := front.count(func(r frontRequest) bool {
+			return fromRuntime(r.UserAgent) && r.Path == "/v2/m1/"+repo+"/b/manifests/v1"
+		})
 		if asked == 0 {
 			t.Errorf("containerd was not asked for b while the probe ran (alongside)\n%s", front.dump(20))
 		}

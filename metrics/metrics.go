@@ -21,6 +21,7 @@ const (
 	nameAliases             = "cri_mirror_aliases"
 	nameConfigReloads       = "cri_mirror_config_reloads_total"
 	nameRuntimeUp           = "cri_mirror_runtime_up"
+	nameProbes              = "cri_mirror_probes_total"
 )
 
 // grpcNames are the families grpcprom.ServerMetrics exports with the
@@ -60,6 +61,10 @@ type Metrics struct {
 	// Pulls counts PullImage calls. Labels registry,
 	// result (success|error|canceled|blocked|invalid).
 	Pulls *prometheus.CounterVec
+	// Probes counts manifest probes of mirrors. Labels mirror, mode (before:
+	// ahead of the runtime pull; alongside: during it), result (present,
+	// missing, unreachable, inconclusive).
+	Probes *prometheus.CounterVec
 	// MirrorHealthy is 1 while a mirror is usable, 0 during its cool-down
 	// after failures. Label mirror.
 	MirrorHealthy *prometheus.GaugeVec
@@ -104,6 +109,10 @@ func New() *Metrics {
 			Name: namePulls,
 			Help: "PullImage calls, by result: success, error, canceled, blocked or invalid.",
 		}, []string{"registry", "result"}),
+		Probes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: nameProbes,
+			Help: "Manifest probes of mirrors, by mode (before or alongside the runtime pull) and result: present, missing, unreachable or inconclusive.",
+		}, []string{"mirror", "mode", "result"}),
 		MirrorHealthy: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: nameMirrorHealthy,
 			Help: "1 while a mirror is tried in order, 0 while it is demoted or skipped after recent failures.",
@@ -134,7 +143,7 @@ func New() *Metrics {
 func (m *Metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{
 		m.AttemptDuration, m.Attempts, m.AttemptFailures, m.Fallbacks, m.SourcePulls, m.Pulls,
-		m.MirrorHealthy, m.Aliases, m.ConfigReloads, m.RuntimeUp, m.GRPC,
+		m.Probes, m.MirrorHealthy, m.Aliases, m.ConfigReloads, m.RuntimeUp, m.GRPC,
 	}
 }
 
@@ -168,7 +177,7 @@ func Names() []string {
 	names := []string{
 		namePullAttemptDuration, namePullAttempts, nameAttemptFailures, namePullFallbacks,
 		nameSourcePulls, namePulls, nameMirrorHealthy, nameAliases,
-		nameConfigReloads, nameRuntimeUp,
+		nameConfigReloads, nameRuntimeUp, nameProbes,
 	}
 	names = append(names, grpcNames...)
 	slices.Sort(names)

@@ -147,6 +147,7 @@ func TestNamesMatchGather(t *testing.T) {
 	m.SourcePulls.WithLabelValues("r").Inc()
 	m.Pulls.WithLabelValues("r", ResultSuccess).Inc()
 	m.MirrorHealthy.WithLabelValues("m").Set(1)
+	m.Probes.WithLabelValues("m", "before", "present").Inc()
 	m.Aliases.Set(1)
 	m.ConfigReloads.WithLabelValues(ReloadSuccess).Inc()
 	m.RuntimeUp.Set(1)

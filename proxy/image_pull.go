@@ -167,9 +167,9 @@ func (s *Server) runtimeDown(ctx context.Context, err error) bool {
 //
 // A mirror that has not answered recently is probed before the runtime is
 // asked, so a mirror that is down or new is never handed to the runtime
-// blind. A mirror that answered within the probe overlap is probed while
-// the runtime already pulls; a verdict of missing or unreachable stops that
-// pull. Both catch the same faults in the same time; the overlap spares a
+// blind. A mirror that answered within the probe overlap is pulled at once
+// and, if the pull is still running after probeDelay, probed alongside it;
+// a verdict of missing or unreachable stops that pull. The overlap spares a
 // healthy mirror the probe's round trips on every pull.
 func (s *Server) tryMirror(ctx context.Context, req *runtimeapi.PullImageRequest, res *resolver.Resolution, c resolver.Candidate, last bool, log logrus.FieldLogger) (*runtimeapi.PullImageResponse, string, error) {
 	if !s.health.allow(c.Location) && !last {
@@ -182,11 +182,14 @@ func (s *Server) tryMirror(ctx context.Context, req *runtimeapi.PullImageRequest
 		return resp, "", err
 	}
 	if s.health.heardWithin(c.Location, s.probeOverlap) {
-		return s.pullWithProbe(ctx, req, res, c, log.WithField("probe_mode", "alongside"))
+		return s.pullWithProbe(ctx, req, res, c, log.WithField("probe_mode", probeAlongside))
 	}
-	log = log.WithField("probe_mode", "before")
+	log = log.WithField("probe_mode", probeBefore)
 	start := time.Now()
 	found, err := s.prober.Probe(ctx, c)
+	if ctx.Err() == nil {
+		s.metrics.Probes.WithLabelValues(mirrorLabel(c), probeBefore, found.String()).Inc()
+	}
 	if skip := s.judge(ctx, res, c, found, err, time.Since(start), log); skip != "" {
 		return nil, skip, nil
 	}
@@ -197,26 +200,47 @@ func (s *Server) tryMirror(ctx context.Context, req *runtimeapi.PullImageRequest
 // errProbeVeto stops a runtime pull the probe found pointless.
 var errProbeVeto = errors.New("stopped: the manifest probe found the mirror missing the manifest or unreachable")
 
-// pullWithProbe asks the runtime to pull c while the probe runs; a probe
-// verdict of missing or unreachable that comes before the pull's own
-// result stops the pull and skips the mirror.
+// Probe modes, in logs and in cri_mirror_probes_total.
+const (
+	probeBefore    = "before"
+	probeAlongside = "alongside"
+)
+
+// pullWithProbe asks the runtime to pull c and, if the pull is still running
+// after probeDelay, probes c alongside it: a verdict of missing or
+// unreachable that comes before the pull's own result stops the pull and
+// skips the mirror.
 func (s *Server) pullWithProbe(ctx context.Context, req *runtimeapi.PullImageRequest, res *resolver.Resolution, c resolver.Candidate, log logrus.FieldLogger) (*runtimeapi.PullImageResponse, string, error) {
 	pullCtx, veto := context.WithCancelCause(ctx)
 	defer veto(nil)
 	probeCtx, stopProbe := context.WithCancel(ctx)
 	type verdict struct {
+		ran   bool
 		found probeResult
 		err   error
 		took  time.Duration
 	}
 	done := make(chan verdict, 1)
 	go func() {
+		wait := time.NewTimer(s.probeDelay)
+		defer wait.Stop()
+		select {
+		case <-probeCtx.Done(): // the pull ended first: no probe needed
+			done <- verdict{}
+			return
+		case <-wait.C:
+		}
 		start := time.Now()
 		found, err := s.prober.Probe(probeCtx, c)
-		if probeCtx.Err() == nil && (found == probeAbsent || found == probeUnreachable) {
+		if probeCtx.Err() != nil {
+			done <- verdict{} // stopped with the pull: says nothing
+			return
+		}
+		s.metrics.Probes.WithLabelValues(mirrorLabel(c), probeAlongside, found.String()).Inc()
+		if found == probeAbsent || found == probeUnreachable {
 			veto(errProbeVeto)
 		}
-		done <- verdict{found, err, time.Since(start)}
+		done <- verdict{true, found, err, time.Since(start)}
 	}()
 	resp, err := s.attempt(pullCtx, req, res, c, false, log)
 	stopProbe()
@@ -224,7 +248,7 @@ func (s *Server) pullWithProbe(ctx context.Context, req *runtimeapi.PullImageReq
 	if err != nil && ctx.Err() == nil && errors.Is(context.Cause(pullCtx), errProbeVeto) {
 		return nil, s.judge(ctx, res, c, v.found, v.err, v.took, log), nil
 	}
-	if v.found == probePresent {
+	if v.ran && v.found == probePresent {
 		s.health.heard(c.Location)
 	}
 	return resp, "", err

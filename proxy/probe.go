@@ -30,7 +30,7 @@ const (
 )
 
 func (r probeResult) String() string {
-	return [...]string{"inconclusive", "present", "absent", "unreachable"}[r]
+	return [...]string{"inconclusive", "present", "missing", "unreachable"}[r]
 }
 
 // Prober checks a mirror candidate before the runtime is asked to pull it.
@@ -44,6 +44,13 @@ func WithProber(p Prober) Option { return func(s *Server) { s.prober = p } }
 // DefaultProbeOverlap is how long after a mirror last answered its probe
 // runs alongside the runtime pull instead of before it.
 const DefaultProbeOverlap = 5 * time.Minute
+
+// probeDelay is how long a runtime pull from a mirror that answered recently
+// runs before its probe starts: a pull that ends sooner proved the mirror
+// itself, and a probe then would only take CPU and registry time from it.
+// A mirror that stops answering is still found within probeDelay plus the
+// probe timeout.
+const probeDelay = 250 * time.Millisecond
 
 // WithProbeOverlap sets how long after a mirror last answered (served a
 // pull, or answered a probe) its probe runs alongside the runtime pull

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -169,6 +170,9 @@ func (f funcProber) Probe(ctx context.Context, c resolver.Candidate) (probeResul
 	return f(ctx, c)
 }
 
+// withProbeDelay sets how long a pull runs before its alongside probe starts.
+func withProbeDelay(d time.Duration) Option { return func(s *Server) { s.probeDelay = d } }
+
 // waitForPull waits (bounded) until the runtime was asked to pull ref.
 func (h *harness) waitForPull(ref string) bool {
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
@@ -224,6 +228,14 @@ func TestProbeAlongsideStopsAPullToAMirrorThatStopsAnswering(t *testing.T) {
 	if got := testutil.ToFloat64(h.metrics.MirrorHealthy.WithLabelValues("mirror-a.test/hub")); got != 0 {
 		t.Errorf("mirror_healthy = %v, want 0: an unreachable mirror opens its breaker", got)
 	}
+	for _, p := range []struct {
+		mode, result string
+		want         float64
+	}{{probeBefore, "present", 1}, {probeAlongside, "unreachable", 1}} {
+		if got := testutil.ToFloat64(h.metrics.Probes.WithLabelValues("mirror-a.test/hub", p.mode, p.result)); got != p.want {
+			t.Errorf("probes %s %s = %v, want %v", p.mode, p.result, got, p.want)
+		}
+	}
 	// Once it failed, the mirror has to answer a probe again before the
 	// runtime is sent there: after the cool-down its probe runs first.
 	h.rt.publish("mirror-b.test/library/three:1", "three")
@@ -235,7 +247,7 @@ func TestProbeAlongsideStopsAPullToAMirrorThatStopsAnswering(t *testing.T) {
 
 func TestProbeAlongsideDoesNotWaitForTheProbe(t *testing.T) {
 	stopped := make(chan struct{}, 1)
-	h := newHarness(t, WithProber(funcProber(func(ctx context.Context, c resolver.Candidate) (probeResult, error) {
+	h := newHarness(t, withProbeDelay(0), WithProber(funcProber(func(ctx context.Context, c resolver.Candidate) (probeResult, error) {
 		if c.Ref.String() == "mirror-a.test/hub/library/one:1" {
 			return probePresent, nil
 		}
@@ -254,5 +266,29 @@ func TestProbeAlongsideDoesNotWaitForTheProbe(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(h.metrics.Attempts.WithLabelValues("docker.io", "mirror-a.test/hub", metrics.ResultSuccess)); got != 2 {
 		t.Errorf("mirror-a successes = %v, want 2", got)
+	}
+}
+
+func TestProbeAlongsideOnlyForAPullThatTakesLong(t *testing.T) {
+	var probes atomic.Int32
+	h := newHarness(t, WithProber(funcProber(func(context.Context, resolver.Candidate) (probeResult, error) {
+		probes.Add(1)
+		return probePresent, nil
+	})))
+	for _, name := range []string{"one", "two", "three"} {
+		h.rt.publish("mirror-a.test/hub/library/"+name+":1", name)
+	}
+	h.mustPull("one:1")
+	if n := probes.Load(); n != 1 {
+		t.Fatalf("probes = %d, want 1: a mirror not heard from is probed first", n)
+	}
+	// Pulls that end before the probe delay need no probe: they proved the mirror.
+	h.mustPull("two:1")
+	h.mustPull("three:1")
+	if n := probes.Load(); n != 1 {
+		t.Errorf("probes = %d, want still 1", n)
+	}
+	if got := testutil.ToFloat64(h.metrics.Probes.WithLabelValues("mirror-a.test/hub", probeBefore, "present")); got != 1 {
+		t.Errorf("probes before, present = %v, want 1", got)
 	}
 }

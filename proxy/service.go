@@ -46,6 +46,7 @@ type Server struct {
 	attemptTimeout time.Duration
 	prober         Prober
 	probeOverlap   time.Duration
+	probeDelay     time.Duration
 	cooldown       time.Duration
 	health         *health
 }
@@ -81,6 +82,7 @@ func New(conn grpc.ClientConnInterface, r Resolver, aliases AliasStore, opts ...
 		cooldown: DefaultCooldown,
 
 		probeOverlap: DefaultProbeOverlap,
+		probeDelay:   probeDelay,
 	}
 	for _, o := range opts {
 		o(s)

@@ -84,19 +84,33 @@ proxy_pid=$(cat "$CMP_DIR/proxy.pid")
 [[ $(readlink "/proc/$proxy_pid/exe") == "$(readlink -f "$CMP_PROXY_BIN")" ]] \
   || cmp_die "pid $proxy_pid is not the proxy (its memory is measured by pid)"
 
+# second_proxy NAME BIN ARGS...: another proxy on the same containerd and rules, with its own
+# socket, state and metrics port; sets second_sock, second_pid, second_metrics.
+second_proxy() {
+  local name=$1 bin=$2 d=$CMP_DIR/$1
+  shift 2
+  mkdir -p "$d/state" "$d/registries.conf.d"
+  second_sock=$d/cri.sock
+  second_metrics=127.0.0.1:$(cmp_free_port)
+  cmp_start "$name" "$bin" serve --listen "unix://$second_sock" --runtime-endpoint "unix://$CMP_CTD_SOCK" \
+    --registries-conf "$conf" --registries-conf-dir "$d/registries.conf.d" --state-dir "$d/state" \
+    --metrics-address "$second_metrics" "$@"
+  cmp_wait 30 "$name /readyz on $second_metrics" curl -fsS "http://$second_metrics/readyz" \
+    || cmp_die "the proxy $name did not start"
+  second_pid=$(cat "$CMP_DIR/$name.pid")
+}
+
+# A proxy that probes before every pull (--probe-overlap=0), beside the default one in the
+# mirror pull phase: what a pull from a mirror that has not answered lately costs.
+second_proxy proxy-probe-first "$CMP_PROXY_BIN" --probe-overlap 0
+probe_first=(-probe-first "$second_sock")
+
 # Optional: a second proxy build side by side with the first in the pass-through phases, e.g.
 # the same code before and after a change (BENCH_COMPARE_BIN=/path/to/other/cri-mirror-proxy).
 compare=()
 if [[ -n ${BENCH_COMPARE_BIN:-} ]]; then
-  d=$CMP_DIR/proxy-b
-  mkdir -p "$d/state" "$d/registries.conf.d"
-  cmp_metrics_b=127.0.0.1:$(cmp_free_port)
-  cmp_start proxy-b "$BENCH_COMPARE_BIN" serve --listen "unix://$d/cri.sock" --runtime-endpoint "unix://$CMP_CTD_SOCK" \
-    --registries-conf "$conf" --registries-conf-dir "$d/registries.conf.d" --state-dir "$d/state" \
-    --metrics-address "$cmp_metrics_b"
-  cmp_wait 30 "proxy-b /readyz on $cmp_metrics_b" curl -fsS "http://$cmp_metrics_b/readyz" \
-    || cmp_die "the second proxy (BENCH_COMPARE_BIN) did not start"
-  compare=(-compare "$d/cri.sock" -compare-pid "$(cat "$CMP_DIR/proxy-b.pid")" -compare-metrics "$cmp_metrics_b")
+  second_proxy proxy-b "$BENCH_COMPARE_BIN"
+  compare=(-compare "$second_sock" -compare-pid "$second_pid" -compare-metrics "$second_metrics")
 fi
 
 out=${BENCH_OUT:-$CMP_ROOT/test/bench/RESULTS.md}
@@ -107,7 +121,7 @@ command="bash test/bench.sh${*:+ $*}"
   -registry-pid "$(cat "$CMP_DIR/registry.pid")" \
   -proxy "$CMP_PROXY_SOCK" -proxy-pid "$proxy_pid" -metrics "$CMP_METRICS_ADDR" \
   -registry "127.0.0.1:$port" -closed-port "$CMP_CLOSED_PORT" -blackhole-port "$blackhole" \
-  -work-dir "$CMP_DIR" -profile-dir "${BENCH_PROFILE_DIR:-}" "${compare[@]}" \
+  -work-dir "$CMP_DIR" -profile-dir "${BENCH_PROFILE_DIR:-}" "${compare[@]}" "${probe_first[@]}" \
   -out "$out" -command "$command" -since "$started" \
   -proxy-args "${BENCH_PROXY_ARGS:-}" \
   -revision "$(cd "$CMP_ROOT" && git describe --always --dirty 2>/dev/null || echo unknown)" \

@@ -31,6 +31,10 @@ type bench struct {
 	hopB  *target
 	hopBP *hopProcess
 
+	// first is the optional proxy that always probes before pulling
+	// (-probe-first), "proxy-probe-first".
+	first *target
+
 	// cmp is the optional second proxy build (-compare), "proxy-b".
 	cmp       *target
 	cmpAllocs *allocCounter
@@ -71,6 +75,12 @@ func newBench(ctx context.Context, cfg *config) (*bench, error) {
 	if b.proxy, err = dial("proxy", cfg.proxySock); err != nil {
 		b.close()
 		return nil, err
+	}
+	if cfg.probeFirstSock != "" {
+		if b.first, err = dial("proxy-probe-first", cfg.probeFirstSock); err != nil {
+			b.close()
+			return nil, err
+		}
 	}
 	if cfg.compareSock != "" {
 		if b.cmp, err = dial("proxy-b", cfg.compareSock); err != nil {
@@ -119,7 +129,7 @@ func freeLoopbackAddr() (string, error) {
 }
 
 func (b *bench) close() {
-	for _, t := range []*target{b.direct, b.hop, b.hopB, b.proxy, b.cmp} {
+	for _, t := range []*target{b.direct, b.hop, b.hopB, b.proxy, b.first, b.cmp} {
 		if t != nil {
 			t.close()
 		}

@@ -51,6 +51,9 @@ type config struct {
 	compareSock    string
 	comparePID     int
 	compareMetrics string
+	// An optional proxy that always probes a mirror before the runtime
+	// pulls (--probe-overlap=0), measured beside the first in the pull phase.
+	probeFirstSock string
 	registry       string
 	closedPort     int
 	blackholePort  int
@@ -109,6 +112,7 @@ func parseFlags() *config {
 	flag.StringVar(&c.compareSock, "compare", "", "socket of a second proxy build to measure side by side in the pass-through phases (optional)")
 	flag.IntVar(&c.comparePID, "compare-pid", 0, "pid of the second proxy")
 	flag.StringVar(&c.compareMetrics, "compare-metrics", "", "metrics address of the second proxy")
+	flag.StringVar(&c.probeFirstSock, "probe-first", "", "socket of a proxy running with --probe-overlap=0, measured beside the proxy in the mirror pull phase (optional)")
 	flag.StringVar(&c.registry, "registry", "", "the local registry (127.0.0.1:PORT) serving as the good mirror")
 	flag.IntVar(&c.closedPort, "closed-port", 0, "a loopback port nothing listens on (the refusing mirror)")
 	flag.IntVar(&c.blackholePort, "blackhole-port", 0, "a free loopback port for the black-holing mirror")

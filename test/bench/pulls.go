@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -18,6 +19,10 @@ const (
 
 type pullResult struct {
 	direct, proxy []time.Duration
+	// first: through the proxy that always probes before the runtime pull
+	// (-probe-first), the cost of a pull from a mirror that has not
+	// answered within --probe-overlap.
+	first []time.Duration
 	// own is the proxy's mean time per pull outside the runtime's pull
 	// (resolve, probe, alias write): its PullImage handling time minus its
 	// runtime attempt time, from its own metrics.
@@ -49,7 +54,7 @@ func (b *bench) absent(ctx context.Context, mirrorRef string) error {
 // which drops the alias too.
 func (b *bench) timedPull(ctx context.Context, t *target, ref string) (time.Duration, error) {
 	mirror := ref
-	if t == b.proxy {
+	if t != b.direct {
 		mirror = b.cfg.mirrorRef(ref)
 	}
 	if err := b.absent(ctx, mirror); err != nil {
@@ -67,22 +72,25 @@ func (b *bench) timedPull(ctx context.Context, t *target, ref string) (time.Dura
 
 // mirrorPulls compares a tag pull through the proxy (resolve, probe,
 // runtime pull of the mirror reference, alias) with containerd pulling the
-// mirror reference itself, alternating which goes first.
+// mirror reference itself, and with -probe-first with a proxy that probes
+// before every pull; each round another target goes first.
 func (b *bench) mirrorPulls(ctx context.Context) error {
 	n := b.cfg.pullRounds
-	logf("mirror pull of %s: %d rounds, direct and proxy alternating", pullImage, n)
 	mirror := b.cfg.mirrorRef(pullImage)
+	type pullTarget struct {
+		t   *target
+		ref string
+		out *[]time.Duration
+	}
+	targets := []pullTarget{{b.direct, mirror, &b.pulls.direct}, {b.proxy, pullImage, &b.pulls.proxy}}
+	if b.first != nil {
+		targets = append(targets, pullTarget{b.first, pullImage, &b.pulls.first})
+	}
+	logf("mirror pull of %s: %d rounds, %d targets taking turns", pullImage, n, len(targets))
 	var before []sample
 	for r := -1; r < n; r++ { // round -1 warms the registry's and the kernel's caches
-		pair := []struct {
-			t   *target
-			ref string
-			out *[]time.Duration
-		}{{b.direct, mirror, &b.pulls.direct}, {b.proxy, pullImage, &b.pulls.proxy}}
-		if r%2 != 0 {
-			pair[0], pair[1] = pair[1], pair[0]
-		}
-		for _, p := range pair {
+		k := (r + 1) % len(targets)
+		for _, p := range slices.Concat(targets[k:], targets[:k]) {
 			d, err := b.timedPull(ctx, p.t, p.ref)
 			if err != nil {
 				return err
@@ -105,6 +113,9 @@ func (b *bench) mirrorPulls(ctx context.Context) error {
 	b.pulls.own = ownPullTime(before, after)
 	logf("  p50 direct %s proxy %s (%.3f×); proxy's own time per pull %s", ms(median(b.pulls.direct)), ms(median(b.pulls.proxy)),
 		ratio(median(b.pulls.proxy), median(b.pulls.direct)), ms(b.pulls.own))
+	if len(b.pulls.first) > 0 {
+		logf("  p50 probe-first proxy %s (%.3f×)", ms(median(b.pulls.first)), ratio(median(b.pulls.first), median(b.pulls.direct)))
+	}
 	return nil
 }
 

@@ -136,7 +136,8 @@ func TestMirrorHealth(t *testing.T) {
 		first := mustPushRandom(t, env.mirror.host+"/m1/"+repo+"/a:v1")
 		p.mustPull(sourceHost+"/"+repo+"/a:v1", first)
 
-		// The mirror just served a pull: the next probe runs alongside the runtime's pull.
+		// The mirror just served a pull: the next pull starts at once, and as it does not end
+		// within the probe delay, the probe runs alongside it.
 		hole.Store(true)
 		mustPushRandom(t, env.mirror.host+"/m1/"+repo+"/b:v1")
 		want := mustPushRandom(t, env.mirror.host+"/m2/"+repo+"/b:v1")
@@ -152,6 +153,11 @@ func TestMirrorHealth(t *testing.T) {
 		})
 		if asked == 0 {
 			t.Errorf("containerd was not asked for b while the probe ran (alongside)\n%s", front.dump(20))
+		}
+		for mode, n := range map[string]float64{"before": 1, "alongside": 1} {
+			if got := m.sum("cri_mirror_probes_total", map[string]string{"mirror": flaky, "mode": mode}); got != n {
+				t.Errorf("probes %s = %v, want %v\n%s", mode, got, n, m.dump("cri_mirror_probes"))
+			}
 		}
 		if !hasLogLine(readFile(p.logPath()), "probe_mode=alongside", "result=unreachable") {
 			t.Errorf("no log line of the alongside probe stopping the pull")

@@ -2,8 +2,8 @@ package main
 
 import (
 	"context"
+	"math/rand/v2"
 	"os"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -19,6 +19,9 @@ const (
 
 type pullResult struct {
 	direct, proxy []time.Duration
+	// hop: containerd pulling the mirror reference through the reference
+	// hop, the floor for any forwarder.
+	hop []time.Duration
 	// first: through the proxy that always probes before the runtime pull
 	// (-probe-first), the cost of a pull from a mirror that has not
 	// answered within --probe-overlap.
@@ -27,6 +30,8 @@ type pullResult struct {
 	// (resolve, probe, alias write): its PullImage handling time minus its
 	// runtime attempt time, from its own metrics.
 	own time.Duration
+	// probes the proxy sent during the measured pulls, by mode (its metrics).
+	probesBefore, probesAlongside float64
 }
 
 type dedupResult struct {
@@ -54,7 +59,7 @@ func (b *bench) absent(ctx context.Context, mirrorRef string) error {
 // which drops the alias too.
 func (b *bench) timedPull(ctx context.Context, t *target, ref string) (time.Duration, error) {
 	mirror := ref
-	if t != b.direct {
+	if !strings.HasPrefix(ref, b.cfg.registry+"/") { // a source name: the proxy pulls it from the mirror
 		mirror = b.cfg.mirrorRef(ref)
 	}
 	if err := b.absent(ctx, mirror); err != nil {
@@ -73,7 +78,7 @@ func (b *bench) timedPull(ctx context.Context, t *target, ref string) (time.Dura
 // mirrorPulls compares a tag pull through the proxy (resolve, probe,
 // runtime pull of the mirror reference, alias) with containerd pulling the
 // mirror reference itself, and with -probe-first with a proxy that probes
-// before every pull; each round another target goes first.
+// before every pull; each round in a fresh random order (see interleave).
 func (b *bench) mirrorPulls(ctx context.Context) error {
 	n := b.cfg.pullRounds
 	mirror := b.cfg.mirrorRef(pullImage)
@@ -82,15 +87,16 @@ func (b *bench) mirrorPulls(ctx context.Context) error {
 		ref string
 		out *[]time.Duration
 	}
-	targets := []pullTarget{{b.direct, mirror, &b.pulls.direct}, {b.proxy, pullImage, &b.pulls.proxy}}
+	targets := []pullTarget{{b.direct, mirror, &b.pulls.direct}, {b.hop, mirror, &b.pulls.hop}, {b.proxy, pullImage, &b.pulls.proxy}}
 	if b.first != nil {
 		targets = append(targets, pullTarget{b.first, pullImage, &b.pulls.first})
 	}
 	logf("mirror pull of %s: %d rounds, %d targets taking turns", pullImage, n, len(targets))
 	var before []sample
+	rng := rand.New(rand.NewPCG(2, uint64(len(targets))))
 	for r := -1; r < n; r++ { // round -1 warms the registry's and the kernel's caches
-		k := (r + 1) % len(targets)
-		for _, p := range slices.Concat(targets[k:], targets[:k]) {
+		for _, i := range rng.Perm(len(targets)) {
+			p := targets[i]
 			d, err := b.timedPull(ctx, p.t, p.ref)
 			if err != nil {
 				return err
@@ -111,12 +117,28 @@ func (b *bench) mirrorPulls(ctx context.Context) error {
 		return err
 	}
 	b.pulls.own = ownPullTime(before, after)
-	logf("  p50 direct %s proxy %s (%.3f×); proxy's own time per pull %s", ms(median(b.pulls.direct)), ms(median(b.pulls.proxy)),
-		ratio(median(b.pulls.proxy), median(b.pulls.direct)), ms(b.pulls.own))
+	probes := func(mode string) float64 {
+		m := func(l map[string]string) bool { return l["mode"] == mode }
+		return sum(after, "cri_mirror_probes_total", m) - sum(before, "cri_mirror_probes_total", m)
+	}
+	b.pulls.probesBefore, b.pulls.probesAlongside = probes("before"), probes("alongside")
+	logf("  p50 direct %s proxy %s (%.3f×, paired %.3f×); proxy's own time per pull %s", ms(median(b.pulls.direct)), ms(median(b.pulls.proxy)),
+		ratio(median(b.pulls.proxy), median(b.pulls.direct)), pairedRatio(b.pulls.proxy, b.pulls.direct), ms(b.pulls.own))
+	logf("  p50 hop %s (paired %.3f×)", ms(median(b.pulls.hop)), pairedRatio(b.pulls.hop, b.pulls.direct))
 	if len(b.pulls.first) > 0 {
 		logf("  p50 probe-first proxy %s (%.3f×)", ms(median(b.pulls.first)), ratio(median(b.pulls.first), median(b.pulls.direct)))
 	}
 	return nil
+}
+
+// pairedRatio is the median over rounds of a[i]/b[i]: each round's two pulls
+// ran back to back, so a slow spell of the machine falls on both and cancels.
+func pairedRatio(a, b []time.Duration) float64 {
+	var r []float64
+	for i := range min(len(a), len(b)) {
+		r = append(r, ratio(a[i], b[i]))
+	}
+	return medianF(r)
 }
 
 // ownPullTime is the mean PullImage handling time minus the mean runtime

@@ -9,10 +9,13 @@ import (
 // index is the in-memory copy of the table. It has no locking of its own;
 // Store guards it.
 type index struct {
-	byName   map[string]Alias
-	byImage  map[string]map[string]struct{} // image id → names
-	byMirror map[string]map[string]struct{} // mirror ref → names
-	byRepo   map[string]map[string]struct{} // repository of the name → names
+	byName map[string]Alias
+	// The secondary indexes map a key to the sorted names under it. A key
+	// has one or a few names (an image's tags, a repository's tags), where
+	// a sorted slice costs a fraction of a map and reads back in order.
+	byImage  map[string][]string // image id → names
+	byMirror map[string][]string // mirror ref → names
+	byRepo   map[string][]string // repository of the name → names
 	// sorted holds every alias ordered by Name so that List, the call that
 	// sees thousands of aliases, is a copy rather than a sort.
 	sorted []Alias
@@ -21,9 +24,9 @@ type index struct {
 func newIndex() *index {
 	return &index{
 		byName:   make(map[string]Alias),
-		byImage:  make(map[string]map[string]struct{}),
-		byMirror: make(map[string]map[string]struct{}),
-		byRepo:   make(map[string]map[string]struct{}),
+		byImage:  make(map[string][]string),
+		byMirror: make(map[string][]string),
+		byRepo:   make(map[string][]string),
 	}
 }
 
@@ -64,33 +67,37 @@ func (ix *index) remove(name string) (Alias, bool) {
 	return a, true
 }
 
-// collect returns the aliases named in set, sorted by Name.
-func (ix *index) collect(set map[string]struct{}) []Alias {
-	if len(set) == 0 {
+// collect returns the named aliases, in the order given (sorted by Name).
+// The result is a copy: callers may keep it after the lock is released.
+func (ix *index) collect(names []string) []Alias {
+	if len(names) == 0 {
 		return nil
 	}
-	out := make([]Alias, 0, len(set))
-	for name := range set {
-		out = append(out, ix.byName[name])
+	out := make([]Alias, len(names))
+	for i, name := range names {
+		out[i] = ix.byName[name]
 	}
-	slices.SortFunc(out, func(a, b Alias) int { return cmp.Compare(a.Name, b.Name) })
 	return out
 }
 
-func link(m map[string]map[string]struct{}, key, name string) {
-	set, ok := m[key]
-	if !ok {
-		set = make(map[string]struct{})
-		m[key] = set
+// link adds name to the sorted names under key.
+func link(m map[string][]string, key, name string) {
+	names := m[key]
+	if i, found := slices.BinarySearch(names, name); !found {
+		m[key] = slices.Insert(names, i, name)
 	}
-	set[name] = struct{}{}
 }
 
-func unlink(m map[string]map[string]struct{}, key, name string) {
-	set := m[key]
-	delete(set, name)
-	if len(set) == 0 {
+// unlink removes name from the names under key, and the key with its last name.
+func unlink(m map[string][]string, key, name string) {
+	names := m[key]
+	i, found := slices.BinarySearch(names, name)
+	switch {
+	case !found:
+	case len(names) == 1:
 		delete(m, key)
+	default:
+		m[key] = slices.Delete(names, i, i+1)
 	}
 }
 

@@ -246,7 +246,7 @@ func (s *Server) pullWithProbe(ctx context.Context, req *runtimeapi.PullImageReq
 	stopProbe()
 	v := <-done
 	if err != nil && ctx.Err() == nil && errors.Is(context.Cause(pullCtx), errProbeVeto) {
-		return nil, s.judge(ctx, res, c, v.found, v.err, v.took, log), nil
+		return nil, s.judge(ctx, res, c, v.found, v.err, v.took, log) + " (the runtime's pull was stopped)", nil
 	}
 	if v.ran && v.found == probePresent {
 		s.health.heard(c.Location)

@@ -20,7 +20,7 @@ type health struct {
 
 	mu      sync.Mutex
 	mirrors map[string]*mirrorState
-	heardAt map[string]time.Time // when each mirror last answered: served a pull, or a probe
+	heardAt map[string]time.Time // when each mirror last had what was asked: served a pull, or a probe found it
 }
 
 type mirrorState struct {
@@ -100,16 +100,23 @@ func (h *health) release(mirror string) {
 	h.mu.Unlock()
 }
 
-// heard records that mirror answered (a probe found the manifest, or found
-// it missing): it is up, whatever it holds.
+// heard records that mirror had what was asked (a probe found the manifest).
 func (h *health) heard(mirror string) {
 	h.mu.Lock()
 	h.heardAt[mirror] = h.now()
 	h.mu.Unlock()
 }
 
-// heardWithin reports whether mirror answered within d and has not failed
-// since.
+// missed records that mirror answered without what was asked (not found,
+// credentials refused): up, but not to be trusted blindly with the next pull.
+func (h *health) missed(mirror string) {
+	h.mu.Lock()
+	delete(h.heardAt, mirror)
+	h.mu.Unlock()
+}
+
+// heardWithin reports whether mirror last had what was asked within d, and
+// has neither failed nor missed since.
 func (h *health) heardWithin(mirror string, d time.Duration) bool {
 	if d <= 0 {
 		return false

@@ -90,6 +90,11 @@ func TestHealthHeard(t *testing.T) {
 	h.heard("a")
 	h.failure("a")
 	if h.heardWithin("a", time.Minute) {
-		t.Fatal("a failure forgets the last answer")
+		t.Fatal("a failure forgets the last hit")
+	}
+	h.heard("b")
+	h.missed("b")
+	if h.heardWithin("b", time.Minute) {
+		t.Fatal("a miss forgets the last hit")
 	}
 }

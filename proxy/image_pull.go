@@ -109,6 +109,9 @@ func (s *Server) pull(ctx context.Context, req *runtimeapi.PullImageRequest, res
 				s.health.success(c.Location)
 			case ctx.Err() == nil && mirrorFault(err):
 				s.health.failure(c.Location)
+			case ctx.Err() == nil:
+				s.health.release(c.Location)
+				s.health.missed(c.Location) // it answered "no": probe first next time
 			default:
 				s.health.release(c.Location)
 			}
@@ -165,12 +168,13 @@ func (s *Server) runtimeDown(ctx context.Context, err error) bool {
 // the mirror was skipped. The last candidate is neither held back nor
 // probed: trying it is better than failing for sure.
 //
-// A mirror that has not answered recently is probed before the runtime is
-// asked, so a mirror that is down or new is never handed to the runtime
-// blind. A mirror that answered within the probe overlap is pulled at once
-// and, if the pull is still running after probeDelay, probed alongside it;
-// a verdict of missing or unreachable stops that pull. The overlap spares a
-// healthy mirror the probe's round trips on every pull.
+// The probe runs before the runtime is asked, so a mirror that is down, new,
+// or just missed a tag is not handed to the runtime blind. But a mirror
+// whose last answer within the probe overlap was a hit (it served a pull,
+// or its probe found the manifest) is pulled from at once and, if the pull
+// is still running after probeDelay, probed alongside it; a verdict of
+// missing or unreachable stops that pull. That spares a healthy mirror the
+// probe's round trips on every pull.
 func (s *Server) tryMirror(ctx context.Context, req *runtimeapi.PullImageRequest, res *resolver.Resolution, c resolver.Candidate, last bool, log logrus.FieldLogger) (*runtimeapi.PullImageResponse, string, error) {
 	if !s.health.allow(c.Location) && !last {
 		s.metrics.Attempts.WithLabelValues(ruleLabel(res.Rule), mirrorLabel(c), resultSkipped).Inc()
@@ -263,7 +267,7 @@ func (s *Server) judge(ctx context.Context, res *resolver.Resolution, c resolver
 	case probePresent:
 		s.health.heard(c.Location)
 	case probeAbsent:
-		s.health.heard(c.Location)
+		s.health.missed(c.Location)
 		s.health.release(c.Location)
 		s.metrics.ObserveAttempt(registry, mirror, resultMissing, took)
 		s.metrics.AttemptFailures.WithLabelValues(registry, mirror, metrics.ReasonNotFound).Inc()

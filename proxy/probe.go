@@ -41,8 +41,8 @@ type Prober interface {
 // WithProber enables the manifest probe for mirror candidates.
 func WithProber(p Prober) Option { return func(s *Server) { s.prober = p } }
 
-// DefaultProbeOverlap is how long after a mirror last answered its probe
-// runs alongside the runtime pull instead of before it.
+// DefaultProbeOverlap is how long after a mirror's last hit its probe runs
+// alongside the runtime pull instead of before it.
 const DefaultProbeOverlap = 5 * time.Minute
 
 // probeDelay is how long a runtime pull from a mirror that answered recently
@@ -52,9 +52,10 @@ const DefaultProbeOverlap = 5 * time.Minute
 // probe timeout.
 const probeDelay = 250 * time.Millisecond
 
-// WithProbeOverlap sets how long after a mirror last answered (served a
-// pull, or answered a probe) its probe runs alongside the runtime pull
-// instead of before it. 0: always before. Default DefaultProbeOverlap.
+// WithProbeOverlap sets how long after a mirror's last hit (it served a
+// pull, or its probe found the manifest), with no miss or failure since, its
+// probe runs alongside the runtime pull instead of before it. 0: always
+// before. Default DefaultProbeOverlap.
 func WithProbeOverlap(d time.Duration) Option { return func(s *Server) { s.probeOverlap = d } }
 
 // ManifestProbe asks a mirror for the manifest with a HEAD request through

@@ -292,3 +292,21 @@ func TestProbeAlongsideOnlyForAPullThatTakesLong(t *testing.T) {
 		t.Errorf("probes before, present = %v, want 1", got)
 	}
 }
+
+func TestProbeFirstAgainAfterAMiss(t *testing.T) {
+	h := newHarness(t, WithProber(mapProber{"mirror-a.test/hub/library/three:1": probeAbsent}))
+	h.rt.publish("mirror-a.test/hub/library/one:1", "one")
+	h.rt.publish("mirror-b.test/library/two:1", "two")
+	h.rt.publish("mirror-b.test/library/three:1", "three")
+	h.mustPull("one:1")   // probe first, a hit
+	h.mustPull("two:1")   // pulled at once after the hit: the runtime finds no two:1 there
+	h.mustPull("three:1") // after that miss, the probe runs first again and finds nothing
+	want := []string{
+		"mirror-a.test/hub/library/one:1",
+		"mirror-a.test/hub/library/two:1", "mirror-b.test/library/two:1",
+		"mirror-b.test/library/three:1",
+	}
+	if got := h.rt.pulledRefs(); !slices.Equal(got, want) {
+		t.Errorf("runtime pulls = %q, want %q", got, want)
+	}
+}

@@ -67,7 +67,7 @@ func parseServe(name string, args []string, stderr io.Writer) (serveConfig, erro
 	f.Duration(&c.attemptTimeout, "attempt-timeout", 0, "bound on a mirror attempt that has another candidate after it (0: the caller's deadline only)")
 	f.Bool(&c.probe, "probe", true, "check a mirror has the manifest (HEAD, containers/image docker transport) before, or while (see --probe-overlap), the runtime pulls from it")
 	f.Duration(&c.probeTimeout, "probe-timeout", 2*time.Second, "bound on one manifest probe")
-	f.Duration(&c.probeOverlap, "probe-overlap", proxy.DefaultProbeOverlap, "a mirror that answered within this long is probed while the runtime already pulls from it; a missing or unreachable verdict stops that pull (0: always probe first)")
+	f.Duration(&c.probeOverlap, "probe-overlap", proxy.DefaultProbeOverlap, "a mirror whose last answer within this long was a hit is pulled from at once, and probed alongside a pull that takes over 250ms; a missing or unreachable verdict stops that pull (0: always probe first)")
 	f.Duration(&c.cooldown, "mirror-cooldown", proxy.DefaultCooldown, "how long a failed mirror is held back before it is tried again (0: never held back)")
 	f.Duration(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long a stop waits for in-flight calls")
 	f.String(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")

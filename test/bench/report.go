@@ -204,7 +204,7 @@ func (b *bench) write(w io.Writer) {
 			"probed alongside only if it is still running after 250 ms (the probes column says how many were).\n")
 		if len(b.pulls.first) > 0 {
 			fmt.Fprintf(w, "probe first: a second proxy with `--probe-overlap=0`, which probes before every pull, as the\n"+
-				"default does for a mirror that has not answered for `--probe-overlap` (at start, after a failure or a quiet spell).\n")
+				"default does at start, after a miss or a failure, and after `--probe-overlap` without a hit.\n")
 		}
 		fmt.Fprintln(w)
 		t = table{header: []string{"n", "direct p50", "proxy p50", "proxy/direct p50", "proxy/direct paired", "direct min", "proxy min", "proxy − direct p50",

@@ -104,8 +104,8 @@ func TestMirrorHealth(t *testing.T) {
 		conf := registriesConf(rule{prefix: sourceHost + "/e2e/health-miss", mirrors: []mirror{
 			{location: miss}, {location: env.mirrorLoc("m2") + "/e2e/health-miss"},
 		}})
-		// Probing first every time: the runtime never hears of the mirror.
-		p := startProxyWith(t, conf, proxyOpts{args: append(probeArgs.args, "--probe-overlap", "0")})
+		// A mirror that has not served a pull is probed first: the runtime never hears of it.
+		p := startProxyWith(t, conf, probeArgs)
 		p.t = t
 		pullFromGood(t, p, "e2e/health-miss", 3)
 		m := p.metrics()

@@ -123,7 +123,7 @@ func parseFlags() *config {
 	flag.IntVar(&c.statusRounds, "status-rounds", 3000, "ImageStatus samples per target")
 	flag.IntVar(&c.listRounds, "list-rounds", 2000, "ListImages samples per target with 10 images")
 	flag.IntVar(&c.manyRounds, "many-rounds", 300, "ListImages samples per target with the large set")
-	flag.IntVar(&c.pullRounds, "pull-rounds", 60, "mirror pulls per target")
+	flag.IntVar(&c.pullRounds, "pull-rounds", 200, "mirror pulls per target")
 	flag.IntVar(&c.fallbackReps, "fallback-reps", 3, "repetitions of the fallback cases, each with fresh mirrors (pass the same to -print-conf)")
 	flag.IntVar(&c.dedupRounds, "dedup-rounds", 3, "rounds of one pull vs concurrent identical pulls")
 	flag.IntVar(&c.concurrency, "concurrency", 100, "identical pulls started at once")

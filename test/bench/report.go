@@ -139,7 +139,7 @@ func (b *bench) write(w io.Writer) {
 	}
 	fmt.Fprintf(w, "- Machine: %d CPUs (%s), Linux %s; %s; %s\n", e.cpus, e.cpu, e.kernel, e.goVersion, e.containerd)
 	if b.cfg.proxyArgs == "" {
-		fmt.Fprintf(w, "- Proxy: default pull settings (probe on, --probe-timeout %s, --mirror-cooldown 30s, --attempt-timeout 0)\n", b.cfg.probeTimeout)
+		fmt.Fprintf(w, "- Proxy: default pull settings (probe on, --probe-timeout %s, --probe-overlap 5m, --mirror-cooldown 30s, --attempt-timeout 0)\n", b.cfg.probeTimeout)
 	} else {
 		fmt.Fprintf(w, "- Proxy: **not the defaults**: `%s` (the targets are defined for the defaults)\n", b.cfg.proxyArgs)
 	}

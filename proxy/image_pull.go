@@ -219,7 +219,6 @@ func (s *Server) pullWithProbe(ctx context.Context, req *runtimeapi.PullImageReq
 	defer veto(nil)
 	probeCtx, stopProbe := context.WithCancel(ctx)
 	type verdict struct {
-		ran   bool
 		found probeResult
 		err   error
 		took  time.Duration
@@ -244,7 +243,7 @@ func (s *Server) pullWithProbe(ctx context.Context, req *runtimeapi.PullImageReq
 		if found == probeAbsent || found == probeUnreachable {
 			veto(errProbeVeto)
 		}
-		done <- verdict{true, found, err, time.Since(start)}
+		done <- verdict{found, err, time.Since(start)}
 	}()
 	resp, err := s.attempt(pullCtx, req, res, c, false, log)
 	stopProbe()
@@ -252,10 +251,7 @@ func (s *Server) pullWithProbe(ctx context.Context, req *runtimeapi.PullImageReq
 	if err != nil && ctx.Err() == nil && errors.Is(context.Cause(pullCtx), errProbeVeto) {
 		return nil, s.judge(ctx, res, c, v.found, v.err, v.took, log) + " (the runtime's pull was stopped)", nil
 	}
-	if v.ran && v.found == probePresent {
-		s.health.heard(c.Location)
-	}
-	return resp, "", err
+	return resp, "", err // the pull's own result decides the mirror's health
 }
 
 // judge reports a probe's verdict and returns why it skips the mirror, or ""

@@ -45,8 +45,8 @@ func WithProber(p Prober) Option { return func(s *Server) { s.prober = p } }
 // alongside the runtime pull instead of before it.
 const DefaultProbeOverlap = 5 * time.Minute
 
-// probeDelay is how long a runtime pull from a mirror that answered recently
-// runs before its probe starts: a pull that ends sooner proved the mirror
+// probeDelay is how long a runtime pull from a mirror whose last answer was
+// a recent hit runs before its probe starts: a pull that ends sooner proved the mirror
 // itself, and a probe then would only take CPU and registry time from it.
 // A mirror that stops answering is still found within probeDelay plus the
 // probe timeout.

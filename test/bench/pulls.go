@@ -23,8 +23,8 @@ type pullResult struct {
 	// hop, the floor for any forwarder.
 	hop []time.Duration
 	// first: through the proxy that always probes before the runtime pull
-	// (-probe-first), the cost of a pull from a mirror that has not
-	// answered within --probe-overlap.
+	// (-probe-first): the cost of a pull from a mirror whose last answer
+	// was not a recent hit.
 	first []time.Duration
 	// own is the proxy's mean time per pull outside the runtime's pull
 	// (resolve, probe, alias write): its PullImage handling time minus its
@@ -77,8 +77,9 @@ func (b *bench) timedPull(ctx context.Context, t *target, ref string) (time.Dura
 
 // mirrorPulls compares a tag pull through the proxy (resolve, probe,
 // runtime pull of the mirror reference, alias) with containerd pulling the
-// mirror reference itself, and with -probe-first with a proxy that probes
-// before every pull; each round in a fresh random order (see interleave).
+// mirror reference itself, with containerd pulling it through the reference
+// hop, and (-probe-first) with a proxy that probes before every pull; each
+// round in a fresh random order (see interleave).
 func (b *bench) mirrorPulls(ctx context.Context) error {
 	n := b.cfg.pullRounds
 	mirror := b.cfg.mirrorRef(pullImage)

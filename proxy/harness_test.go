@@ -70,9 +70,11 @@ type harness struct {
 	rules   *resolver.Resolver
 	opts    []Option
 	metrics *metrics.Metrics
-	store   *store.Store
-	gs      *grpc.Server
-	srv     *Server
+	// registry is where metrics are registered, to read them back.
+	registry *prometheus.Registry
+	store    *store.Store
+	gs       *grpc.Server
+	srv      *Server
 
 	images  runtimeapi.ImageServiceClient
 	runtime runtimeapi.RuntimeServiceClient
@@ -110,7 +112,8 @@ func (h *harness) start() {
 		t.Fatal(err)
 	}
 	h.metrics = metrics.New()
-	if err := h.metrics.Register(prometheus.NewRegistry()); err != nil {
+	h.registry = prometheus.NewRegistry()
+	if err := h.metrics.Register(h.registry); err != nil {
 		t.Fatal(err)
 	}
 	quiet := logrus.New()

@@ -4,6 +4,7 @@ import (
 	"io"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -56,4 +57,64 @@ func TestImageFsInfoForwarded(t *testing.T) {
 	if err != nil || len(resp.ImageFilesystems) != 1 {
 		t.Fatalf("ImageFsInfo = %v, %v", resp, err)
 	}
+}
+
+func TestGRPCMetricsPerMethod(t *testing.T) {
+	h := newHarness(t)
+	h.rt.publish("mirror-a.test/hub/library/one:1", "one")
+	h.mustPull("one:1")
+	for range 3 {
+		h.status("docker.io/library/one:1")
+		h.status("docker.io/library/absent:1")
+	}
+	h.list("")
+	if _, err := h.runtime.Version(ctx(t), &runtimeapi.VersionRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		typ, service, method string
+		want                 float64
+	}{
+		// ImageStatus has its own handler (undecoded); it still reports.
+		{"unary", "runtime.v1.ImageService", "ImageStatus", 6},
+		{"unary", "runtime.v1.ImageService", "PullImage", 1},
+		{"unary", "runtime.v1.ImageService", "ListImages", 1},
+		// The relayed RuntimeService, a stream to the relay.
+		{"bidi_stream", "runtime.v1.RuntimeService", "Version", 1},
+	} {
+		got := counterValue(t, h.registry, "grpc_server_handled_total", map[string]string{
+			"grpc_type": c.typ, "grpc_service": c.service, "grpc_method": c.method, "grpc_code": "OK"})
+		if got != c.want {
+			t.Errorf("grpc_server_handled_total{%s %s %s OK} = %v, want %v", c.typ, c.service, c.method, got, c.want)
+		}
+	}
+}
+
+// counterValue sums the samples of family name in reg whose labels include want.
+func counterValue(t *testing.T, reg prometheus.Gatherer, name string, want map[string]string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	metrics:
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				labels[lp.GetName()] = lp.GetValue()
+			}
+			for k, v := range want {
+				if labels[k] != v {
+					continue metrics
+				}
+			}
+			sum += m.GetCounter().GetValue()
+		}
+	}
+	return sum
 }

@@ -145,11 +145,7 @@ func serve(ctx context.Context, c serveConfig) error {
 			conf, c.rules.dir, "cri-mirror-proxy/"+version)))
 	}
 	srv := proxy.New(conn, rules, aliases, opts...)
-	gs := srv.NewGRPCServer(
-		grpc.ChainUnaryInterceptor(m.GRPC.UnaryServerInterceptor()),
-		grpc.ChainStreamInterceptor(m.GRPC.StreamServerInterceptor()),
-	)
-	m.GRPC.InitializeMetrics(gs)
+	gs := srv.NewGRPCServer()
 
 	gid, err := lookupGroup(c.listenGroup)
 	if err != nil {

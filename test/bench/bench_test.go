@@ -160,11 +160,7 @@ func newMicroEnv(b *testing.B, n int) *microEnv {
 	quiet := logrus.New()
 	quiet.SetOutput(io.Discard)
 	srv := proxy.New(up.conn, rules, aliases, proxy.WithMetrics(m), proxy.WithLogger(quiet))
-	gs := srv.NewGRPCServer(
-		grpc.ChainUnaryInterceptor(m.GRPC.UnaryServerInterceptor()),
-		grpc.ChainStreamInterceptor(m.GRPC.StreamServerInterceptor()),
-	)
-	m.GRPC.InitializeMetrics(gs)
+	gs := srv.NewGRPCServer()
 	proxySock := serve(gs, "proxy.sock")
 
 	for _, t := range []struct {

@@ -99,6 +99,14 @@ func newLogger(level, format string) (*logrus.Logger, error) {
 }
 
 func serve(ctx context.Context, c serveConfig) error {
+	// SIGHUP's default action ends the process. Take it over before anything
+	// that can take a while (the store lock, the runtime), so a reload sent
+	// while the proxy starts cannot kill it; one that arrives before the
+	// reload loop runs is kept and applied then.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
 	log, err := newLogger(c.logLevel, c.logFormat)
 	if err != nil {
 		return err
@@ -188,7 +196,7 @@ func serve(ctx context.Context, c serveConfig) error {
 		}
 		g.Go(func() error { return metrics.Serve(gctx, c.metricsAddress, metrics.NewHandler(reg, ready)) })
 	}
-	g.Go(func() error { reloadOnHUP(gctx, rules, m, log); return nil })
+	g.Go(func() error { reloadOnHUP(gctx, hup, rules, m, log); return nil })
 	g.Go(func() error { watchRuntime(gctx, srv, m, log); return nil })
 
 	err = g.Wait()
@@ -212,12 +220,9 @@ func stopGracefully(gs *grpc.Server, timeout time.Duration, log logrus.FieldLogg
 	}
 }
 
-// reloadOnHUP re-reads the mirror rules on SIGHUP. A broken file keeps the
-// old rules serving.
-func reloadOnHUP(ctx context.Context, rules *resolver.Resolver, m *metrics.Metrics, log logrus.FieldLogger) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+// reloadOnHUP re-reads the mirror rules on each signal from hup. A broken
+// file keeps the old rules serving.
+func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, rules *resolver.Resolver, m *metrics.Metrics, log logrus.FieldLogger) {
 	for {
 		select {
 		case <-ctx.Done():

@@ -76,6 +76,7 @@ type harness struct {
 	gs       *grpc.Server
 	srv      *Server
 
+	conn    *grpc.ClientConn // to the proxy
 	images  runtimeapi.ImageServiceClient
 	runtime runtimeapi.RuntimeServiceClient
 }
@@ -132,6 +133,7 @@ func (h *harness) start() {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
+	h.conn = conn
 	h.images = runtimeapi.NewImageServiceClient(conn)
 	h.runtime = runtimeapi.NewRuntimeServiceClient(conn)
 }

@@ -1,7 +1,9 @@
 package proxy
 
 import (
+	"fmt"
 	"io"
+	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -117,4 +119,62 @@ func counterValue(t *testing.T, reg prometheus.Gatherer, name string, want map[s
 		}
 	}
 	return sum
+}
+
+// TestUnknownMethodsShareOneLabel: a local client calling thousands of made-up
+// method names through the relay must not grow the per-method metrics; the
+// calls are still relayed (the runtime answers Unimplemented) and counted
+// under grpc_method "unknown", while CRI methods keep their own names.
+func TestUnknownMethodsShareOneLabel(t *testing.T) {
+	h := newHarness(t)
+	if _, err := h.runtime.Version(ctx(t), &runtimeapi.VersionRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	seriesBefore := grpcSeries(t, h.registry)
+
+	const junk = 2000
+	for i := range junk {
+		method := fmt.Sprintf("/junk.Service%d/Method%d", i, i)
+		if i%2 == 1 {
+			method = fmt.Sprintf("/runtime.v1.RuntimeService/NoSuchMethod%d", i) // a CRI service, a made-up method
+		}
+		err := h.conn.Invoke(ctx(t), method, &runtimeapi.VersionRequest{}, &runtimeapi.VersionResponse{})
+		if status.Code(err) != codes.Unimplemented {
+			t.Fatalf("%s: %v, want the runtime's Unimplemented relayed", method, err)
+		}
+	}
+	if _, err := h.runtime.Version(ctx(t), &runtimeapi.VersionRequest{}); err != nil {
+		t.Fatal(err)
+	}
+
+	seriesAfter := grpcSeries(t, h.registry)
+	// One new series per grpc_server_* family for "unknown" (handled_total also per code),
+	// a handful in all, not one per name.
+	if grown := seriesAfter - seriesBefore; grown > 10 {
+		t.Errorf("grpc_server_* grew by %d series after %d made-up method names, want at most 10", grown, junk)
+	}
+	if got := counterValue(t, h.registry, "grpc_server_handled_total", map[string]string{
+		"grpc_service": "unknown", "grpc_method": "unknown", "grpc_code": "Unimplemented"}); got != junk {
+		t.Errorf("calls counted under grpc_method unknown = %v, want %d", got, junk)
+	}
+	if got := counterValue(t, h.registry, "grpc_server_handled_total", map[string]string{
+		"grpc_service": "runtime.v1.RuntimeService", "grpc_method": "Version", "grpc_code": "OK"}); got != 2 {
+		t.Errorf("RuntimeService/Version counted %v times under its own name, want 2", got)
+	}
+}
+
+// grpcSeries counts the series of the grpc_server_* families in reg.
+func grpcSeries(t *testing.T, reg prometheus.Gatherer) int {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, mf := range mfs {
+		if strings.HasPrefix(mf.GetName(), "grpc_server_") {
+			n += len(mf.GetMetric())
+		}
+	}
+	return n
 }

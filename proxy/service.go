@@ -95,15 +95,17 @@ func New(conn grpc.ClientConnInterface, r Resolver, aliases AliasStore, opts ...
 // NewGRPCServer returns a gRPC server serving the ImageService, relaying
 // every other method (RuntimeService) to the runtime, with the codec the
 // undecoded paths need, kubelet's message size limits, and the grpc_server_*
-// metrics of every method (WithMetrics) initialised. opts add to these.
+// metrics of every method (WithMetrics) initialised. Calls to methods CRI
+// does not define are still relayed, but counted under one UnknownMethod so
+// that no client can grow the metrics without bound. opts add to these.
 func (s *Server) NewGRPCServer(opts ...grpc.ServerOption) *grpc.Server {
 	gs := grpc.NewServer(append([]grpc.ServerOption{
 		grpc.ForceServerCodecV2(Codec()),
 		grpc.UnknownServiceHandler(s.Relay),
 		grpc.MaxRecvMsgSize(MaxMsgSize),
 		grpc.MaxSendMsgSize(MaxMsgSize),
-		grpc.ChainUnaryInterceptor(s.metrics.GRPC.UnaryServerInterceptor()),
-		grpc.ChainStreamInterceptor(s.metrics.GRPC.StreamServerInterceptor()),
+		grpc.ChainUnaryInterceptor(boundedUnary(s.metrics.GRPC.UnaryServerInterceptor())),
+		grpc.ChainStreamInterceptor(boundedStream(s.metrics.GRPC.StreamServerInterceptor())),
 	}, opts...)...)
 	gs.RegisterService(imageServiceDesc(), s)
 	s.metrics.GRPC.InitializeMetrics(gs)

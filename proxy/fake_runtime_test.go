@@ -35,6 +35,10 @@ type fakeRuntime struct {
 	block    chan struct{}                // when set, pulls wait for it (or their context)
 	server   *grpc.Server                 // set by serveFake
 	started  chan string                  // when set, receives each pulled reference on arrival
+
+	containers   []fakeContainer // in creation order (fake_containers_test.go)
+	reportIDs    bool            // container statuses carry image_id, as newer runtimes do
+	listsByNames bool            // ListContainers names images as ContainerStatus does
 }
 
 type pullCall struct {
@@ -201,19 +205,6 @@ func (f *fakeRuntime) ImageFsInfo(context.Context, *runtimeapi.ImageFsInfoReques
 // statuses and server streams.
 func (f *fakeRuntime) Version(_ context.Context, req *runtimeapi.VersionRequest) (*runtimeapi.VersionResponse, error) {
 	return &runtimeapi.VersionResponse{Version: req.GetVersion(), RuntimeName: "fake", RuntimeVersion: "1.0", RuntimeApiVersion: "v1"}, nil
-}
-
-func (f *fakeRuntime) ContainerStatus(_ context.Context, req *runtimeapi.ContainerStatusRequest) (*runtimeapi.ContainerStatusResponse, error) {
-	return nil, status.Errorf(codes.NotFound, "container %q not found", req.GetContainerId())
-}
-
-func (f *fakeRuntime) GetContainerEvents(_ *runtimeapi.GetEventsRequest, stream runtimeapi.RuntimeService_GetContainerEventsServer) error {
-	for i := range 3 {
-		if err := stream.Send(&runtimeapi.ContainerEventResponse{ContainerId: fmt.Sprintf("c%d", i)}); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 func without(list []string, s string) []string {

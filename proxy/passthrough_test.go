@@ -47,7 +47,7 @@ func TestRuntimeServiceIsRelayed(t *testing.T) {
 		t.Errorf("streamed events = %v", ids)
 	}
 
-	_, err = h.runtime.ListContainers(ctx(t), &runtimeapi.ListContainersRequest{})
+	_, err = h.runtime.ListPodSandbox(ctx(t), &runtimeapi.ListPodSandboxRequest{})
 	if status.Code(err) != codes.Unimplemented {
 		t.Errorf("a method the runtime lacks must say Unimplemented, got %v", err)
 	}

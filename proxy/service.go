@@ -22,6 +22,7 @@ type Resolver interface {
 type AliasStore interface {
 	Get(name string) (store.Alias, bool)
 	ByImage(id string) []store.Alias
+	ByMirror(mirrorRef string) []store.Alias
 	ByRepository(repo string) []store.Alias
 	Put(a store.Alias) error
 	Delete(names ...string) error
@@ -29,7 +30,9 @@ type AliasStore interface {
 }
 
 // Server implements runtimeapi.ImageServiceServer on top of a runtime's
-// ImageService, and relays every other method to the runtime's connection.
+// ImageService, translates the image names in the RuntimeService answers
+// that report a container's image, and relays every other method to the
+// runtime's connection.
 type Server struct {
 	runtimeapi.UnimplementedImageServiceServer
 
@@ -92,8 +95,9 @@ func New(conn grpc.ClientConnInterface, r Resolver, aliases AliasStore, opts ...
 	return s
 }
 
-// NewGRPCServer returns a gRPC server serving the ImageService, relaying
-// every other method (RuntimeService) to the runtime, with the codec the
+// NewGRPCServer returns a gRPC server serving the ImageService and the
+// RuntimeService calls that report container images, relaying every other
+// method (the rest of the RuntimeService) to the runtime, with the codec the
 // undecoded paths need, kubelet's message size limits, and the grpc_server_*
 // metrics of every method (WithMetrics) initialised. Calls to methods CRI
 // does not define are still relayed, but counted under one UnknownMethod so
@@ -108,6 +112,7 @@ func (s *Server) NewGRPCServer(opts ...grpc.ServerOption) *grpc.Server {
 		grpc.ChainStreamInterceptor(boundedStream(s.metrics.GRPC.StreamServerInterceptor())),
 	}, opts...)...)
 	gs.RegisterService(imageServiceDesc(), s)
+	gs.RegisterService(runtimeServiceDesc(), s)
 	s.metrics.GRPC.InitializeMetrics(gs)
 	return gs
 }

@@ -1,0 +1,125 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// fakeContainer is a container of the fakeRuntime: created from an image,
+// as kubelet creates one, by image id.
+type fakeContainer struct {
+	id      string
+	imageID string // the image it runs
+	config  string // ContainerConfig.image.image: what kubelet passed (the image id)
+	user    string // ContainerConfig.image.user_specified_image: the pod's image
+}
+
+// create adds a container running image (any name the runtime resolves) and
+// returns its id.
+func (f *fakeRuntime) create(image, user string) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	img := f.find(image)
+	if img == nil {
+		panic("fake runtime: no image " + image)
+	}
+	id := fmt.Sprintf("ctr%d", len(f.containers))
+	f.containers = append(f.containers, fakeContainer{id: id, imageID: img.Id, config: img.Id, user: user})
+	return id
+}
+
+// statusOf builds a container's status the way containerd does: the image's
+// first tag as image (else what the container was created with), its first
+// repo digest as image_ref (else the image id). Called with f.mu held.
+func (f *fakeRuntime) statusOf(c fakeContainer) *runtimeapi.ContainerStatus {
+	st := &runtimeapi.ContainerStatus{
+		Id:       c.id,
+		Metadata: &runtimeapi.ContainerMetadata{Name: c.id},
+		State:    runtimeapi.ContainerState_CONTAINER_RUNNING,
+		Image:    &runtimeapi.ImageSpec{Image: c.config, UserSpecifiedImage: c.user},
+		ImageRef: c.imageID,
+		LogPath:  "/var/log/pods/" + c.id + ".log",
+	}
+	if img := f.images[c.imageID]; img != nil {
+		if len(img.RepoTags) > 0 {
+			st.Image = &runtimeapi.ImageSpec{Image: img.RepoTags[0], UserSpecifiedImage: c.user}
+		}
+		if len(img.RepoDigests) > 0 {
+			st.ImageRef = img.RepoDigests[0]
+		}
+	}
+	if f.reportIDs {
+		st.ImageId = c.imageID
+	}
+	return st
+}
+
+func (f *fakeRuntime) ContainerStatus(_ context.Context, req *runtimeapi.ContainerStatusRequest) (*runtimeapi.ContainerStatusResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, c := range f.containers {
+		if c.id == req.GetContainerId() {
+			return &runtimeapi.ContainerStatusResponse{Status: f.statusOf(c), Info: map[string]string{"pid": "42"}}, nil
+		}
+	}
+	return nil, status.Errorf(codes.NotFound, "container %q not found", req.GetContainerId())
+}
+
+// ListContainers lists containers as containerd does (image and image_ref
+// are the image id kubelet created them with), or with listsByNames set,
+// under the names ContainerStatus reports.
+func (f *fakeRuntime) ListContainers(context.Context, *runtimeapi.ListContainersRequest) (*runtimeapi.ListContainersResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	resp := &runtimeapi.ListContainersResponse{}
+	for _, c := range f.containers {
+		entry := &runtimeapi.Container{
+			Id:       c.id,
+			Metadata: &runtimeapi.ContainerMetadata{Name: c.id},
+			State:    runtimeapi.ContainerState_CONTAINER_RUNNING,
+			Image:    &runtimeapi.ImageSpec{Image: c.config, UserSpecifiedImage: c.user},
+			ImageRef: c.imageID,
+			Labels:   map[string]string{"io.kubernetes.pod.name": "p-" + c.id},
+		}
+		if f.listsByNames {
+			st := f.statusOf(c)
+			entry.Image, entry.ImageRef = st.Image, st.ImageRef
+		}
+		if f.reportIDs {
+			entry.ImageId = c.imageID
+		}
+		resp.Containers = append(resp.Containers, entry)
+	}
+	return resp, nil
+}
+
+// GetContainerEvents sends three events without statuses, then one event
+// per container carrying its status.
+func (f *fakeRuntime) GetContainerEvents(_ *runtimeapi.GetEventsRequest, stream runtimeapi.RuntimeService_GetContainerEventsServer) error {
+	for i := range 3 {
+		if err := stream.Send(&runtimeapi.ContainerEventResponse{ContainerId: fmt.Sprintf("c%d", i)}); err != nil {
+			return err
+		}
+	}
+	f.mu.Lock()
+	var events []*runtimeapi.ContainerEventResponse
+	for _, c := range f.containers {
+		events = append(events, &runtimeapi.ContainerEventResponse{
+			ContainerId:        c.id,
+			ContainerEventType: runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT,
+			PodSandboxStatus:   &runtimeapi.PodSandboxStatus{Id: "pod-" + c.id},
+			ContainersStatuses: []*runtimeapi.ContainerStatus{f.statusOf(c)},
+		})
+	}
+	f.mu.Unlock()
+	for _, ev := range events {
+		if err := stream.Send(ev); err != nil {
+			return err
+		}
+	}
+	return nil
+}

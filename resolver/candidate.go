@@ -66,10 +66,14 @@ type Resolution struct {
 	Original reference.Named
 	// Rule is the prefix of the matched [[registry]], "" if none matched.
 	Rule string
-	// NeverContactSource is set when the rule has blocked = true and
-	// mirrors: only mirrors are tried (ImageTagMirrorSet's
+	// NeverContactSource is set when the rule's own location is blocked
+	// and mirrors are left: only mirrors are tried (ImageTagMirrorSet's
 	// mirrorSourcePolicy: NeverContactSource).
 	NeverContactSource bool
+	// Notes explain decisions that are not visible in the candidates
+	// (a blocked rule whose rewritten location is still pulled, candidates
+	// left out because their address is blocked), for the resolve command.
+	Notes []string
 	// Candidates in the order to try them; never empty.
 	Candidates []Candidate
 }

@@ -54,6 +54,9 @@ func describeRegistry(b *strings.Builder, r *sysregistriesv2.Registry, origin st
 	if r.MirrorByDigestOnly {
 		b.WriteString("  mirror-by-digest-only: true (mirrors are used for digest references only)\n")
 	}
+	if hostOnly(r.Prefix) {
+		b.WriteString("  note: a host-only prefix also matches the host on any port (" + r.Prefix + ":5000/...)\n")
+	}
 	if prefixHasTagOrDigest(r.Prefix) {
 		b.WriteString("  note: a prefix with a tag or digest never matches a pull (pulls are matched by repository name)\n")
 	}

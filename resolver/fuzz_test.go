@@ -2,6 +2,7 @@ package resolver
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -12,8 +13,9 @@ import (
 
 // FuzzResolve checks that Resolve never panics, fails only with the
 // documented errors, returns only pullable candidates on the intended host,
-// and picks the same rule as containers/image (but for the port case
-// documented in match.go). Without -fuzz it runs the seeds only.
+// and makes the decisions containers/image makes: the same rule, the same
+// candidates in the same order, a refusal where it would contact nothing.
+// Without -fuzz it runs the seeds only.
 func FuzzResolve(f *testing.F) {
 	for _, seed := range []string{
 		"nginx", "nginx:1.27", "library/nginx:latest", "docker.io/library/nginx@" + testDigest,
@@ -37,6 +39,7 @@ func FuzzResolve(f *testing.F) {
 
 	f.Fuzz(func(t *testing.T, image string) {
 		res, err := r.Resolve(image)
+		err0 := err
 		if err != nil {
 			var be *BlockedError
 			if !errors.Is(err, ErrInvalidReference) && !errors.As(err, &be) {
@@ -61,19 +64,24 @@ func FuzzResolve(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if lib == nil || lib.Prefix == ours {
-			if lib == nil && ours != "" {
-				t.Fatalf("%s: we match %q, the library nothing", named.Name(), ours)
+		var libPrefix string
+		if lib != nil {
+			libPrefix = lib.Prefix
+		}
+		if libPrefix != ours {
+			t.Fatalf("%s: library matches %q, we match %q", named.Name(), libPrefix, ours)
+		}
+		// The pull decisions: the same candidates in the same order, or a
+		// refusal where the library would contact nothing.
+		want, libErr := libraryCandidates(sys, named)
+		var got []string
+		if res != nil {
+			for _, c := range res.Candidates {
+				got = append(got, c.Ref.String())
 			}
-			return
 		}
-		// The one accepted difference: a host-only library prefix followed
-		// by a port; then we fall back to a shorter rule or none.
-		if strings.Contains(lib.Prefix, "/") || !strings.Contains(named.Name(), lib.Prefix[1:]+":") && !strings.HasPrefix(named.Name(), lib.Prefix+":") {
-			t.Fatalf("%s: library matches %q, we match %q", named.Name(), lib.Prefix, ours)
-		}
-		if len(ours) >= len(lib.Prefix) {
-			t.Fatalf("%s: library matches %q, we match the longer %q", named.Name(), lib.Prefix, ours)
+		if (libErr != nil) != (err0 != nil) || !slices.Equal(got, want) {
+			t.Fatalf("%s: we try %q (error %v), the library %q (error %v)", named, got, err0, want, libErr)
 		}
 	})
 }

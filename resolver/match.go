@@ -23,14 +23,12 @@ import (
 // the library (Registry.PullSourcesFromReference). Tests and FuzzResolve
 // check every match against FindRegistry on the same files.
 //
-// One deliberate difference: the library lets a host-only prefix match a name
-// that continues with ":" ("example.com" matches "example.com:5000/x"), which
-// its source calls unintended ("will get fixed eventually, DON'T RELY ON THE
-// CURRENT BEHAVIOR"); it would send a pull for one registry to another port or
-// host ("mirror.com:5000/x"). The documented semantics is host[:port]
-// matching, so ":" after a host-only prefix (always a port, as we match
-// repository names) is not a match here. Every name we match is also matched
-// by the library at the same prefix, so its rewrite always succeeds on it.
+// A host-only prefix also matches that host with a port ("registry.corp"
+// matches "registry.corp:5000/app", "*.corp" matches "a.corp:5000/app"), as
+// in the library: CRI-O and Podman apply such a rule, blocked or mirrored, to
+// every port of the host, and so must we to make the same decisions. (The
+// library's source calls this unintended, but it is what every client of the
+// library does today; check-config says so when a host-only prefix exists.)
 
 // match returns the rule whose prefix best matches name (a repository name
 // starting with a host, as reference.Named.Name returns), or nil.
@@ -45,33 +43,25 @@ func (rs *ruleSet) match(name string) *sysregistriesv2.Registry {
 	return best
 }
 
-// prefixMatches reports whether name lies under prefix.
+// prefixMatches reports whether name lies under prefix: the prefix followed
+// by nothing, "/", "@" or ":" (a port after a host-only prefix).
 func prefixMatches(name, prefix string) bool {
 	if prefix == "" {
 		return false
 	}
+	end := 0
 	if strings.HasPrefix(prefix, "*.") {
 		suffix := prefix[1:] // ".example.com"
 		i := strings.Index(name, suffix)
 		if i < 0 || strings.Contains(name[:i], "/") {
 			return false
 		}
-		end := i + len(suffix)
-		return end == len(name) || name[end] == '/' || name[end] == '@'
+		end = i + len(suffix)
+	} else {
+		if !strings.HasPrefix(name, prefix) {
+			return false
+		}
+		end = len(prefix)
 	}
-	rest, ok := strings.CutPrefix(name, prefix)
-	if !ok {
-		return false
-	}
-	if rest == "" {
-		return true
-	}
-	switch rest[0] {
-	case '/', '@':
-		return true
-	case ':':
-		// A tag after a repository prefix, but a port after a host prefix.
-		return strings.Contains(prefix, "/")
-	}
-	return false
+	return end == len(name) || strings.IndexByte(":/@", name[end]) >= 0
 }

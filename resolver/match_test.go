@@ -1,7 +1,6 @@
 package resolver
 
 import (
-	"strings"
 	"testing"
 
 	"go.podman.io/image/v5/pkg/sysregistriesv2"
@@ -37,8 +36,8 @@ location = "m.local/nginx:stable"
 `
 
 // TestMatchAgreesWithFindRegistry checks our matcher against the library's
-// FindRegistry on the same files: same rule everywhere, except where the
-// library lets a host-only prefix run into a port (see match.go).
+// FindRegistry on the same files: the same rule everywhere, including a
+// host-only prefix followed by a port.
 func TestMatchAgreesWithFindRegistry(t *testing.T) {
 	confPath, confDir := confFiles(t, matchConf, nil)
 	r, err := New(confPath, confDir)
@@ -51,35 +50,34 @@ func TestMatchAgreesWithFindRegistry(t *testing.T) {
 	tests := []struct {
 		name string
 		want string // our rule prefix, "" for none
-		port bool   // the library matches a host-only prefix followed by a port
 	}{
-		{"example.com/x", "example.com", false},
-		{"example.com/foo", "example.com/foo", false},
-		{"example.com/foo/x", "example.com/foo", false},
-		{"example.com/foobar", "example.com", false},
-		{"example.com/foo/bar/baz", "example.com/foo/bar", false},
-		{"example.com:5000/x", "example.com:5000", false},
-		{"example.com:5001/x", "", true},
-		{"x.example.com/y", "*.example.com", false},
-		{"x.y.example.com/z", "*.example.com", false},
-		{"x.sub.example.com/z", "*.sub.example.com", false},
+		{"example.com/x", "example.com"},
+		{"example.com/foo", "example.com/foo"},
+		{"example.com/foo/x", "example.com/foo"},
+		{"example.com/foobar", "example.com"},
+		{"example.com/foo/bar/baz", "example.com/foo/bar"},
+		{"example.com:5000/x", "example.com:5000"},
+		{"example.com:5001/x", "example.com"},
+		{"x.example.com/y", "*.example.com"},
+		{"x.y.example.com/z", "*.example.com"},
+		{"x.sub.example.com/z", "*.sub.example.com"},
 		// Equal length: the first in prefix order wins, and "*" sorts
 		// before letters, so "*.example.com" shadows "a.example.com".
-		{"a.example.com/z", "*.example.com", false},
-		{"b.example.com/z", "*.example.com", false},
-		{"c.b.example.com/z", "*.b.example.com", false},
-		{"xb.example.com/z", "xb.example.com", false},
-		{"x.example.com:5000/y", "", true},
-		{"x.example.com.evil.io/y", "", false},
+		{"a.example.com/z", "*.example.com"},
+		{"b.example.com/z", "*.example.com"},
+		{"c.b.example.com/z", "*.b.example.com"},
+		{"xb.example.com/z", "xb.example.com"},
+		{"x.example.com:5000/y", "*.example.com"},
+		{"x.example.com.evil.io/y", ""},
 		// the library looks at the first ".example.com" only
-		{"x.example.com.example.com/y", "", false},
-		{"evil.io/x.example.com/y", "", false},
-		{"example.community/x", "", false},
-		{"localhost/x", "localhost", false},
-		{"localhost:5000/x", "", true},
-		{"docker.io/library/nginx", "docker.io/library", false},
-		{"docker.io/libraryx/nginx", "", false},
-		{"quay.io/a/b", "", false},
+		{"x.example.com.example.com/y", ""},
+		{"evil.io/x.example.com/y", ""},
+		{"example.community/x", ""},
+		{"localhost/x", "localhost"},
+		{"localhost:5000/x", "localhost"},
+		{"docker.io/library/nginx", "docker.io/library"},
+		{"docker.io/libraryx/nginx", ""},
+		{"quay.io/a/b", ""},
 	}
 	for _, tt := range tests {
 		var got string
@@ -97,11 +95,8 @@ func TestMatchAgreesWithFindRegistry(t *testing.T) {
 		if lib != nil {
 			libGot = lib.Prefix
 		}
-		switch {
-		case !tt.port && libGot != got:
+		if libGot != got {
 			t.Errorf("%q: library FindRegistry = %q, ours = %q", tt.name, libGot, got)
-		case tt.port && (libGot == "" || strings.Contains(libGot, "/")):
-			t.Errorf("%q: expected the library to match a host-only prefix across the port, got %q", tt.name, libGot)
 		}
 	}
 }

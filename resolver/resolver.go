@@ -12,6 +12,7 @@ package resolver
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -115,7 +116,13 @@ func (r *Resolver) Resolve(image string) (*Resolution, error) {
 	return r.rules.Load().resolve(named)
 }
 
-// resolve computes the candidates for an already normalised reference.
+// resolve computes the candidates for an already normalised reference the
+// way containers/image does for a pull (docker_image_src.go newImageSource):
+// the matching rule's PullSourcesFromReference, mirrors first and the rule's
+// location last, each tried only if the address it contacts is not under a
+// blocked rule (docker_client.go newDockerClient looks the contacted
+// reference up again). So "blocked" refuses addresses, not images: a blocked
+// rule whose location is rewritten elsewhere still pulls from that location.
 func (rs *ruleSet) resolve(named reference.Named) (*Resolution, error) {
 	res := &Resolution{Original: named}
 	// containers/image looks pulls up by repository name (docker_image_src.go
@@ -132,60 +139,56 @@ func (rs *ruleSet) resolve(named reference.Named) (*Resolution, error) {
 		return res, nil
 	}
 	res.Rule = rule.Prefix
-	res.NeverContactSource = rule.Blocked && len(rule.Mirrors) > 0
 
 	sources, err := rule.PullSourcesFromReference(named)
 	if err != nil {
 		return nil, fmt.Errorf("%w %q: rule prefix %q cannot rewrite it: %v", ErrInvalidReference, named.String(), rule.Prefix, err)
 	}
-	// PullSourcesFromReference always appends the rule's own location last,
-	// even for a blocked rule; blocked means it must never be contacted.
-	mirrors, source := sources[:len(sources)-1], sources[len(sources)-1]
-
-	var refused []string // candidates that fall under some other blocked rule
-	add := func(c Candidate) {
-		// containers/image checks every endpoint it contacts against the
-		// rules (docker_client.go refuses a host whose rule is blocked),
-		// so a mirror inside a blocked namespace is never used. Same here.
+	var refused []string // candidates whose address falls under a blocked rule
+	sourceRefused := false
+	for i, src := range sources {
+		isSource := i == len(sources)-1 // the library appends the location last
+		c := Candidate{
+			Ref:      src.Reference,
+			Source:   isSource,
+			Location: src.Endpoint.Location,
+			Insecure: src.Endpoint.Insecure,
+			Policy:   policySource,
+			Rule:     rule.Prefix,
+		}
+		if !isSource {
+			c.Policy = mirrorPolicy(rule, src.Endpoint)
+		} else if c.Location == "" {
+			// A wildcard rule without location keeps the reference as is.
+			c.Location = reference.Domain(src.Reference)
+		}
 		if other := rs.match(c.Ref.Name()); other != nil && other.Blocked {
-			refused = append(refused, fmt.Sprintf("%s is under blocked rule prefix %q", c.Ref, other.Prefix))
-			return
+			what := "mirror " + c.Ref.String()
+			if isSource {
+				what = "source " + c.Ref.String()
+				sourceRefused = true
+			}
+			refused = append(refused, fmt.Sprintf("%s is under blocked rule prefix %q", what, other.Prefix))
+			continue
+		}
+		if isSource && rule.Blocked {
+			res.Notes = append(res.Notes, fmt.Sprintf("rule prefix %q has blocked = true, but its location %q is not blocked: containers/image checks blocked against the address it contacts, so the location is still pulled", rule.Prefix, rule.Location))
 		}
 		res.Candidates = append(res.Candidates, c)
 	}
-	for _, m := range mirrors {
-		add(Candidate{
-			Ref:      m.Reference,
-			Location: m.Endpoint.Location,
-			Insecure: m.Endpoint.Insecure,
-			Policy:   mirrorPolicy(rule, m.Endpoint),
-			Rule:     rule.Prefix,
-		})
-	}
-	if !rule.Blocked {
-		loc := source.Endpoint.Location
-		if loc == "" {
-			// A wildcard rule without location keeps the reference as is.
-			loc = reference.Domain(source.Reference)
-		}
-		add(Candidate{
-			Ref:      source.Reference,
-			Source:   true,
-			Location: loc,
-			Insecure: source.Endpoint.Insecure,
-			Policy:   policySource,
-			Rule:     rule.Prefix,
-		})
-	}
+	res.NeverContactSource = sourceRefused && len(res.Candidates) > 0
 	if len(res.Candidates) == 0 {
-		return nil, &BlockedError{
-			Image:  named.String(),
-			Rule:   rule.Prefix,
-			File:   rs.origin[rule.Prefix],
-			Reason: blockedReason(rule, named, len(mirrors), refused),
-		}
+		return nil, rs.blocked(named, rule, blockedReason(rule, named, len(sources)-1, refused))
+	}
+	if len(refused) > 0 {
+		res.Notes = append(res.Notes, "not tried: "+strings.Join(refused, "; "))
 	}
 	return res, nil
+}
+
+// blocked builds the error for a pull with no candidate left.
+func (rs *ruleSet) blocked(named reference.Named, rule *sysregistriesv2.Registry, reason string) *BlockedError {
+	return &BlockedError{Image: named.String(), Rule: rule.Prefix, File: rs.origin[rule.Prefix], Reason: reason}
 }
 
 // mirrorPolicy reports the pull-from-mirror policy that let a mirror through.
@@ -213,13 +216,6 @@ func blockedReason(rule *sysregistriesv2.Registry, named reference.Named, applic
 		return fmt.Sprintf("blocked = true: the source may not be contacted and none of its %d mirror(s) applies to a %s reference (pull-from-mirror / mirror-by-digest-only)",
 			len(rule.Mirrors), kind)
 	default:
-		reason := "every candidate is blocked"
-		if rule.Blocked {
-			reason = "blocked = true: the source may not be contacted and every mirror is blocked"
-		}
-		for _, r := range refused {
-			reason += "; " + r
-		}
-		return reason
+		return "every candidate is blocked: " + strings.Join(refused, "; ")
 	}
 }

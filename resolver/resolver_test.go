@@ -220,11 +220,6 @@ func TestResolve(t *testing.T) {
 			want:   []string{"example.com/app:1\tsource\tno matching rule"},
 		},
 		{
-			name:   "wildcard does not match another port",
-			images: []string{"foo.example.com:5000/app:1"},
-			want:   []string{"foo.example.com:5000/app:1\tsource\tno matching rule"},
-		},
-		{
 			name:   "never contact source: tag uses the tag-only mirror only",
 			images: []string{"gcr.io/p/img:1"},
 			rule:   "gcr.io",
@@ -393,7 +388,7 @@ func TestResolveBlocked(t *testing.T) {
 		{"blocked.example.com/app@" + testDigest, "blocked.example.com", "blocked = true, no mirrors"},
 		// never contact source, and the only mirror is tag-only
 		{"gcr.io/p/img@" + testDigest, "gcr.io", "none of its 1 mirror(s) applies to a digest reference"},
-		{"nvcr.io/nim/x:1", "nvcr.io", "every mirror is blocked"},
+		{"nvcr.io/nim/x:1", "nvcr.io", "every candidate is blocked"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.image, func(t *testing.T) {
@@ -480,6 +475,83 @@ func TestResolveRewriteFailure(t *testing.T) {
 	}
 	if got := res.Candidates[0].Ref.String(); got != "alpine-mirror.local/sub:1" {
 		t.Errorf("got %s", got)
+	}
+}
+
+// TestResolveHostPrefixCoversPorts: a host-only prefix matches the host with
+// any port, as in containers/image, so a blocked host is blocked on every
+// port and a mirrored one is rewritten (or fails to rewrite) as the library
+// does.
+func TestResolveHostPrefixCoversPorts(t *testing.T) {
+	r := newTestResolver(t, `
+[[registry]]
+location = "127.0.0.1"
+blocked = true
+
+[[registry]]
+location = "registry.corp"
+[[registry.mirror]]
+location = "mirror.corp"
+`, nil)
+	_, err := r.Resolve("127.0.0.1:5301/ns/app:v1")
+	var be *BlockedError
+	if !errors.As(err, &be) || be.Rule != "127.0.0.1" {
+		t.Errorf("Resolve(127.0.0.1:5301/ns/app:v1) error = %v, want blocked by rule 127.0.0.1", err)
+	}
+	res, err := r.Resolve("registry.corp:5000/app:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, c := range res.Candidates {
+		got = append(got, c.Ref.String())
+	}
+	if want := []string{"mirror.corp:5000/app:1", "registry.corp:5000/app:1"}; !slices.Equal(got, want) || res.Rule != "registry.corp" {
+		t.Errorf("Resolve(registry.corp:5000/app:1) = %q by rule %q, want %q by rule registry.corp", got, res.Rule, want)
+	}
+	// A wildcard without location cannot rewrite a name with a port: the
+	// library fails such a pull, and so do we.
+	r = newTestResolver(t, rulesConf, nil)
+	if _, err := r.Resolve("foo.example.com:5000/app:1"); !errors.Is(err, ErrInvalidReference) || !strings.Contains(err.Error(), `rule prefix "*.example.com"`) {
+		t.Errorf("Resolve(foo.example.com:5000/app:1) error = %v, want ErrInvalidReference naming the wildcard rule", err)
+	}
+}
+
+// TestResolveBlockedRewrittenLocation: blocked applies to the address
+// contacted, so a blocked rule whose location is elsewhere still pulls from
+// that location, after its mirrors, and says why.
+func TestResolveBlockedRewrittenLocation(t *testing.T) {
+	r := newTestResolver(t, `
+[[registry]]
+prefix = "old.corp"
+location = "new.corp/old"
+blocked = true
+[[registry.mirror]]
+location = "mirror.corp/old"
+
+[[registry]]
+prefix = "gone.corp"
+location = "new.corp/gone"
+blocked = true
+`, nil)
+	for image, want := range map[string][]string{
+		"old.corp/app:1":  {"mirror.corp/old/app:1", "new.corp/old/app:1"},
+		"gone.corp/app:1": {"new.corp/gone/app:1"},
+	} {
+		res, err := r.Resolve(image)
+		if err != nil {
+			t.Fatalf("Resolve(%s): %v", image, err)
+		}
+		var got []string
+		for _, c := range res.Candidates {
+			got = append(got, c.Ref.String())
+		}
+		if !slices.Equal(got, want) || !res.Candidates[len(res.Candidates)-1].Source || res.NeverContactSource {
+			t.Errorf("Resolve(%s) = %q (never contact source %t), want %q ending with the source", image, got, res.NeverContactSource, want)
+		}
+		if len(res.Notes) != 1 || !strings.Contains(res.Notes[0], "still pulled") {
+			t.Errorf("Resolve(%s) notes = %q, want one explaining the location is still pulled", image, res.Notes)
+		}
 	}
 }
 

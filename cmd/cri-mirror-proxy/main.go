@@ -76,7 +76,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		case "serve":
 			return serve(ctx, cfg)
 		case "resolve":
-			return resolve(cfg, stdout)
+			return resolve(cfg, stdout, stderr)
 		default:
 			return checkConfig(cfg, stdout)
 		}

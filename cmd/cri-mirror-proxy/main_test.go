@@ -184,3 +184,24 @@ func TestConfigFile(t *testing.T) {
 	}
 
 }
+
+// TestBlockedRewrittenLocationExplained: a blocked rule whose location is
+// elsewhere still pulls from that location; resolve says so and check-config
+// warns about it.
+func TestBlockedRewrittenLocationExplained(t *testing.T) {
+	file, dir := writeConf(t, `
+[[registry]]
+prefix = "old.example.com"
+location = "new.example.com/old"
+blocked = true
+`)
+	out, errOut, code := runCLI("resolve", "--registries-conf", file, "--registries-conf-dir", dir, "old.example.com/app:1")
+	if code != 0 || out != "new.example.com/old/app:1\tsource\trule=old.example.com\n" ||
+		!strings.Contains(errOut, "note: rule prefix \"old.example.com\" has blocked = true, but its location \"new.example.com/old\" is not blocked") {
+		t.Errorf("resolve: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	out, errOut, code = runCLI("check-config", "--registries-conf", file, "--registries-conf-dir", dir)
+	if code != 0 || !strings.Contains(out, "warning: rule prefix \"old.example.com\" in "+file+": blocked = true with location \"new.example.com/old\"") {
+		t.Errorf("check-config: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+}

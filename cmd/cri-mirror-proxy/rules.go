@@ -31,8 +31,9 @@ func (r *rulesConfig) load() (*resolver.Resolver, error) {
 }
 
 // resolve prints the candidates a pull of image would try, in order, one per
-// line: the reference first, then why.
-func resolve(c serveConfig, stdout io.Writer) error {
+// line: the reference first, then why. Notes on decisions the candidates do
+// not show go to stderr, so stdout stays one candidate per line.
+func resolve(c serveConfig, stdout, stderr io.Writer) error {
 	r, err := c.rules.load()
 	if err != nil {
 		return err
@@ -43,6 +44,9 @@ func resolve(c serveConfig, stdout io.Writer) error {
 	}
 	for _, cand := range res.Candidates {
 		fmt.Fprintln(stdout, cand.String())
+	}
+	for _, note := range res.Notes {
+		fmt.Fprintln(stderr, "note: "+note)
 	}
 	return nil
 }
@@ -68,5 +72,8 @@ func checkConfig(c serveConfig, stdout io.Writer) error {
 	c.describe(stdout)
 	fmt.Fprintln(stdout)
 	fmt.Fprint(stdout, r.Describe())
+	for _, w := range r.Warnings() {
+		fmt.Fprintln(stdout, "warning: "+w)
+	}
 	return nil
 }

@@ -45,25 +45,26 @@ var grpcBuckets = []float64{0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 
 // Metrics holds every collector of the proxy.
 type Metrics struct {
 	// AttemptDuration: one observation per pull attempt against one
-	// candidate. Labels registry, mirror, result (success|error|canceled).
+	// candidate that took time (every result in AttemptResults but
+	// skipped). Labels registry, mirror, result.
 	AttemptDuration *prometheus.HistogramVec
-	// Attempts counts the same attempts as AttemptDuration, for cheap rates.
+	// Attempts counts every attempt, skipped ones included. Labels registry,
+	// mirror, result (AttemptResults).
 	Attempts *prometheus.CounterVec
-	// AttemptFailures counts failed attempts by why they failed. Labels
-	// registry, mirror, reason (not_found, unauthorized, connection,
-	// timeout, server_error, bad_content, other).
+	// AttemptFailures counts the failed attempts (FailedAttemptResults) by
+	// why they failed. Labels registry, mirror, reason (FailureReasons).
 	AttemptFailures *prometheus.CounterVec
 	// Fallbacks counts moves from one candidate to the next. Label registry.
 	Fallbacks *prometheus.CounterVec
 	// SourcePulls counts pulls served by the source after every mirror
 	// failed or was skipped. Label registry.
 	SourcePulls *prometheus.CounterVec
-	// Pulls counts PullImage calls. Labels registry,
-	// result (success|error|canceled|blocked|invalid).
+	// Pulls counts PullImage calls, once per call with that call's own
+	// result: callers that share one runtime pull each count, and a caller
+	// that gave up counts as canceled. Labels registry, result (PullResults).
 	Pulls *prometheus.CounterVec
-	// Probes counts manifest probes of mirrors. Labels mirror, mode (before:
-	// ahead of the runtime pull; alongside: during it), result (present,
-	// missing, unreachable, inconclusive).
+	// Probes counts manifest probes of mirrors that gave a verdict. Labels
+	// mirror, mode (ProbeModes), result (ProbeResults).
 	Probes *prometheus.CounterVec
 	// MirrorHealthy is 1 while a mirror is usable, 0 during its cool-down
 	// after failures. Label mirror.
@@ -86,16 +87,16 @@ func New() *Metrics {
 	m := &Metrics{
 		AttemptDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    namePullAttemptDuration,
-			Help:    "Duration of one pull attempt against one candidate (a mirror or the source), by result.",
+			Help:    "Duration of one pull attempt against one candidate (a mirror or the source), by result: success, error, canceled, timeout, missing or unreachable.",
 			Buckets: pullBuckets,
 		}, []string{"registry", "mirror", "result"}),
 		Attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: namePullAttempts,
-			Help: "Pull attempts against one candidate (a mirror or the source), by result: success, error or canceled.",
+			Help: "Pull attempts against one candidate (a mirror or the source), by result: success, error, canceled, timeout (the attempt timeout passed), skipped (held back by the breaker, no request made), missing (the candidate does not have the image: not a failure) or unreachable (the probe could not connect).",
 		}, []string{"registry", "mirror", "result"}),
 		AttemptFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: nameAttemptFailures,
-			Help: "Failed pull attempts against one candidate, by reason: not_found, unauthorized, connection, timeout, server_error, bad_content or other.",
+			Help: "Failed pull attempts (results error, timeout and unreachable) against one candidate, by reason: unauthorized, connection, timeout, server_error, bad_content or other. Cache misses are not failures.",
 		}, []string{"registry", "mirror", "reason"}),
 		Fallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: namePullFallbacks,
@@ -107,11 +108,11 @@ func New() *Metrics {
 		}, []string{"registry"}),
 		Pulls: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: namePulls,
-			Help: "PullImage calls, by result: success, error, canceled, blocked or invalid.",
+			Help: "PullImage calls, counted once per call with that call's result: success, error, canceled (the caller gave up), blocked or invalid. Calls that share one runtime pull each count.",
 		}, []string{"registry", "result"}),
 		Probes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: nameProbes,
-			Help: "Manifest probes of mirrors, by mode (before or alongside the runtime pull) and result: present, missing, unreachable or inconclusive.",
+			Help: "Manifest probes of mirrors that gave a verdict, by mode (before or alongside the runtime pull) and result: present, missing, unreachable or inconclusive.",
 		}, []string{"mirror", "mode", "result"}),
 		MirrorHealthy: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: nameMirrorHealthy,

@@ -69,7 +69,7 @@ func TestObserveAttempt(t *testing.T) {
 	}
 
 	const want = `
-# HELP cri_mirror_pull_attempt_duration_seconds Duration of one pull attempt against one candidate (a mirror or the source), by result.
+# HELP cri_mirror_pull_attempt_duration_seconds Duration of one pull attempt against one candidate (a mirror or the source), by result: success, error, canceled, timeout, missing or unreachable.
 # TYPE cri_mirror_pull_attempt_duration_seconds histogram
 cri_mirror_pull_attempt_duration_seconds_bucket{mirror="127.0.0.1:5000/mirror",registry="gcr.io",result="success",le="0.05"} 0
 cri_mirror_pull_attempt_duration_seconds_bucket{mirror="127.0.0.1:5000/mirror",registry="gcr.io",result="success",le="0.1"} 0
@@ -143,7 +143,7 @@ func TestNamesMatchGather(t *testing.T) {
 	}
 	m.ObserveAttempt("r", "m", ResultSuccess, time.Second)
 	m.Fallbacks.WithLabelValues("r").Inc()
-	m.AttemptFailures.WithLabelValues("r", "m", ReasonNotFound).Inc()
+	m.AttemptFailures.WithLabelValues("r", "m", ReasonConnection).Inc()
 	m.SourcePulls.WithLabelValues("r").Inc()
 	m.Pulls.WithLabelValues("r", ResultSuccess).Inc()
 	m.MirrorHealthy.WithLabelValues("m").Set(1)

@@ -26,24 +26,16 @@ import (
 // The last candidate always gets the caller's full deadline. 0 = no bound.
 func WithAttemptTimeout(d time.Duration) Option { return func(s *Server) { s.attemptTimeout = d } }
 
-// Attempt results besides success, error and canceled.
-const (
-	// resultTimeout: a mirror abandoned after the attempt timeout; it
-	// stalled, unlike a caller's cancel.
-	resultTimeout = "timeout"
-	// resultSkipped: a mirror held back by its breaker; no request was made.
-	resultSkipped = "skipped"
-	// resultMissing: the probe found no such manifest on the mirror.
-	resultMissing = "missing"
-	// resultUnreachable: the probe could not reach the mirror.
-	resultUnreachable = "unreachable"
-)
-
 // PullImage resolves the reference through the mirror rules and asks the
-// runtime to pull each candidate in turn until one succeeds.
-func (s *Server) PullImage(ctx context.Context, req *runtimeapi.PullImageRequest) (*runtimeapi.PullImageResponse, error) {
+// runtime to pull each candidate in turn until one succeeds. Each call is
+// counted once in cri_mirror_pulls_total, with its own result.
+func (s *Server) PullImage(ctx context.Context, req *runtimeapi.PullImageRequest) (_ *runtimeapi.PullImageResponse, err error) {
+	registry, result := metrics.RegistryNone, metrics.ResultError
+	defer func() { s.metrics.Pulls.WithLabelValues(registry, result).Inc() }()
+
 	image := req.GetImage().GetImage()
 	if image == "" {
+		result = metrics.ResultInvalid
 		return nil, status.Error(codes.InvalidArgument, "PullImage: image spec with an image reference is required")
 	}
 	res, err := s.resolver.Resolve(image)
@@ -51,267 +43,238 @@ func (s *Server) PullImage(ctx context.Context, req *runtimeapi.PullImageRequest
 		var blocked *resolver.BlockedError
 		switch {
 		case errors.As(err, &blocked):
-			s.metrics.Pulls.WithLabelValues(ruleLabel(blocked.Rule), metrics.ResultBlocked).Inc()
+			registry, result = ruleLabel(blocked.Rule), metrics.ResultBlocked
 			return nil, status.Error(codes.PermissionDenied, err.Error())
 		case errors.Is(err, resolver.ErrInvalidReference):
-			s.metrics.Pulls.WithLabelValues(metrics.RegistryNone, metrics.ResultInvalid).Inc()
+			result = metrics.ResultInvalid
 			return nil, status.Error(codes.InvalidArgument, err.Error())
 		default:
 			return nil, status.Errorf(codes.Internal, "resolve %q: %v", image, err)
 		}
 	}
+	registry = ruleLabel(res.Rule)
 
 	resp, err := s.flights.do(ctx, pullKey(res.Original, req), func(ctx context.Context) (*runtimeapi.PullImageResponse, error) {
 		return s.pull(ctx, req, res)
 	})
 	if ctxErr := ctx.Err(); ctxErr != nil {
+		result = metrics.ResultCanceled
 		return nil, status.FromContextError(ctxErr).Err()
+	}
+	if err == nil {
+		result = metrics.ResultSuccess
 	}
 	return resp, err
 }
 
-// pull tries the candidates in order. It runs once per distinct pull, shared
-// by every caller waiting for it.
+// pull tries the candidates in order: the source straight at the runtime, a
+// mirror through its gate. It runs once per distinct pull, shared by every
+// caller waiting for it.
 func (s *Server) pull(ctx context.Context, req *runtimeapi.PullImageRequest, res *resolver.Resolution) (*runtimeapi.PullImageResponse, error) {
+	start := time.Now()
 	registry := ruleLabel(res.Rule)
-	original := res.Original.String()
-	var failures []string
-	var last error
+	var tried []string // why each candidate did not serve the pull
+	var last error     // the runtime's last answer
 	for i, c := range res.Candidates {
 		if i > 0 {
 			s.metrics.Fallbacks.WithLabelValues(registry).Inc()
 		}
 		isLast := i == len(res.Candidates)-1
-		log := s.log.WithFields(logrus.Fields{
-			"image": original, "candidate": c.Ref.String(), "mirror": mirrorLabel(c), "attempt": i + 1,
-		})
-		var resp *runtimeapi.PullImageResponse
-		var err error
+		run := func(ctx context.Context) attempt { return s.attempt(ctx, req, res, c, isLast) }
+		var a attempt
 		if c.Source {
-			resp, err = s.attempt(ctx, req, res, c, isLast, log)
+			a = run(ctx)
 		} else {
-			var skip string
-			if resp, skip, err = s.tryMirror(ctx, req, res, c, isLast, log); skip != "" {
-				failures = append(failures, fmt.Sprintf("%s (%s): %s", c.Ref, describe(c), skip))
-				continue
-			}
+			a = s.gate.try(ctx, res, c, isLast, run)
 		}
-		if err != nil && ctx.Err() == nil && s.runtimeDown(ctx, err) {
-			// The proxy lost the runtime, not the mirror: no candidate can
-			// do better, and the mirror must not be blamed for it.
-			s.health.release(c.Location)
-			s.metrics.Pulls.WithLabelValues(registry, metrics.ResultError).Inc()
-			return nil, status.Errorf(codes.Unavailable, "pull %s: container runtime unavailable: %s", original, status.Convert(err).Message())
-		}
-		if !c.Source {
-			switch {
-			case err == nil:
-				s.health.success(c.Location)
-			case ctx.Err() == nil && mirrorFault(err):
-				s.health.failure(c.Location)
-			case ctx.Err() == nil:
-				s.health.release(c.Location)
-				s.health.missed(c.Location) // it answered "no": probe first next time
-			default:
-				s.health.release(c.Location)
-			}
-		}
-		if err == nil {
+		s.report(res, c, i+1, a)
+
+		switch {
+		case a.result == metrics.ResultSuccess:
 			if c.Source && i > 0 {
 				s.metrics.SourcePulls.WithLabelValues(registry).Inc()
 			}
-			if err := s.remember(res.Original, c, resp.GetImageRef()); err != nil {
-				s.metrics.Pulls.WithLabelValues(registry, metrics.ResultError).Inc()
-				return nil, status.Errorf(codes.Internal, "pulled %s as %s but cannot record its original name: %v", original, c.Ref, err)
+			if err := s.remember(res.Original, c, a.resp.GetImageRef()); err != nil {
+				return nil, status.Errorf(codes.Internal, "pulled %s as %s but cannot record its original name: %v", res.Original, c.Ref, err)
 			}
-			s.metrics.Pulls.WithLabelValues(registry, metrics.ResultSuccess).Inc()
-			return resp, nil
-		}
-		if ctx.Err() != nil {
-			s.metrics.Pulls.WithLabelValues(registry, metrics.ResultCanceled).Inc()
+			s.logPull(res, c.Ref.String(), i+1, start, nil)
+			return a.resp, nil
+		case a.runtimeDown:
+			// The proxy lost the runtime, not the mirror: no candidate can do better.
+			err := status.Errorf(codes.Unavailable, "pull %s: container runtime unavailable: %s", res.Original, a.why)
+			s.logPull(res, "", i+1, start, err)
+			return nil, err
+		case ctx.Err() != nil:
 			return nil, ctx.Err()
 		}
-		last = err
-		failures = append(failures, fmt.Sprintf("%s (%s): %s", c.Ref, describe(c), status.Convert(err).Message()))
+		if a.err != nil {
+			last = a.err
+		}
+		tried = append(tried, fmt.Sprintf("%s (%s): %s", c.Ref, describeCandidate(c), a.why))
 	}
-	if last == nil {
-		// Every candidate was skipped before reaching the runtime.
-		last = status.Error(codes.Unavailable, "no candidate reached the runtime")
+	err := allFailed(res, tried, last)
+	s.logPull(res, "", len(res.Candidates), start, err)
+	return nil, err
+}
+
+// allFailed is the error of a pull no candidate served: each candidate and
+// why, with the code of the runtime's last answer.
+func allFailed(res *resolver.Resolution, tried []string, last error) error {
+	code := codes.Unavailable // every candidate was skipped before reaching the runtime
+	if last != nil {
+		if code = status.Code(last); code == codes.OK {
+			code = codes.Unknown
+		}
 	}
-	s.metrics.Pulls.WithLabelValues(registry, metrics.ResultError).Inc()
-	code := status.Code(last)
-	if code == codes.OK {
-		code = codes.Unknown
-	}
-	msg := fmt.Sprintf("pull %s: all %d candidates failed: %s", original, len(failures), strings.Join(failures, "; "))
+	msg := fmt.Sprintf("pull %s: all %d candidates failed: %s", res.Original, len(tried), strings.Join(tried, "; "))
 	if res.NeverContactSource {
 		msg += fmt.Sprintf("; the source is not tried: rule prefix %q has blocked = true with mirrors (never contact the source)", res.Rule)
 	}
-	return nil, status.Error(code, msg)
+	return status.Error(code, msg)
+}
+
+// attempt is how one candidate did: asked of the runtime, or answered by the
+// mirror gate without it.
+type attempt struct {
+	result string // a metrics.AttemptResults value
+	reason string // why it failed, for metrics.FailedAttemptResults
+	took   time.Duration
+	resp   *runtimeapi.PullImageResponse
+	err    error  // the runtime's answer, nil if it was not asked or pulled
+	why    string // for the caller's error, when it did not serve
+	// runtimeDown: the runtime itself is unreachable; the candidate is not
+	// to blame.
+	runtimeDown bool
+	probeMode   string // how the probe ran, if it did
+	probe       string // the probe's verdict, when it decided the attempt
+}
+
+// mirrorFault tells a failing mirror from a mirror that answered "no": a
+// cache miss or refused credentials must not hold a healthy mirror back.
+func (a attempt) mirrorFault() bool {
+	switch a.result {
+	case metrics.ResultTimeout, metrics.ResultUnreachable:
+		return true
+	case metrics.ResultError:
+		if status.Code(a.err) == codes.InvalidArgument {
+			return false // the request, not the mirror
+		}
+		return a.reason != metrics.ReasonUnauthorized
+	}
+	return false
+}
+
+// attempt asks the runtime to pull one candidate, with the credentials that
+// belong to the candidate's host.
+func (s *Server) attempt(ctx context.Context, req *runtimeapi.PullImageRequest, res *resolver.Resolution, c resolver.Candidate, last bool) attempt {
+	auth, err := s.authFor(c, res.Original, req.GetAuth())
+	if err != nil {
+		s.log.WithFields(logrus.Fields{"image": res.Original.String(), "candidate": c.Ref.String()}).WithError(err).
+			Warn("no credentials for candidate host; pulling anonymously")
+	}
+	actx, bounded := ctx, s.attemptTimeout > 0 && !last
+	if bounded {
+		var cancel context.CancelFunc
+		actx, cancel = context.WithTimeout(ctx, s.attemptTimeout)
+		defer cancel()
+	}
+	start := time.Now()
+	resp, err := s.images.PullImage(actx, &runtimeapi.PullImageRequest{
+		Image:         withImage(req.GetImage(), c.Ref.String()),
+		Auth:          auth,
+		SandboxConfig: req.GetSandboxConfig(),
+	})
+	a := attempt{took: time.Since(start), resp: resp, err: err}
+	switch {
+	case err == nil:
+		a.result = metrics.ResultSuccess
+		return a
+	case ctx.Err() != nil:
+		a.result = metrics.ResultCanceled
+	case bounded && (actx.Err() != nil || status.Code(err) == codes.DeadlineExceeded):
+		// The runtime may report the deadline it was sent before the
+		// local context notices it.
+		a.result, a.reason = metrics.ResultTimeout, metrics.ReasonTimeout
+		a.err = status.Errorf(codes.DeadlineExceeded, "attempt timed out after %s", s.attemptTimeout)
+	case status.Code(err) == codes.Unavailable && s.runtimeDown(ctx):
+		a.result, a.reason, a.runtimeDown = metrics.ResultError, failureReason(err), true
+	case isMiss(err):
+		a.result = metrics.ResultMissing
+	default:
+		a.result, a.reason = metrics.ResultError, failureReason(err)
+	}
+	a.why = status.Convert(a.err).Message()
+	return a
+}
+
+// report counts one attempt and logs it.
+func (s *Server) report(res *resolver.Resolution, c resolver.Candidate, n int, a attempt) {
+	registry, mirror := ruleLabel(res.Rule), mirrorLabel(c)
+	if a.result == metrics.ResultSkipped {
+		s.metrics.Attempts.WithLabelValues(registry, mirror, a.result).Inc()
+	} else {
+		s.metrics.ObserveAttempt(registry, mirror, a.result, a.took)
+	}
+	if a.reason != "" {
+		s.metrics.AttemptFailures.WithLabelValues(registry, mirror, a.reason).Inc()
+	}
+
+	log := s.log.WithFields(logrus.Fields{
+		"image": res.Original.String(), "candidate": c.Ref.String(), "mirror": mirror, "attempt": n,
+		"result": a.result, "duration": a.took.Round(time.Millisecond).String(),
+	})
+	if a.probeMode != "" {
+		log = log.WithField("probe_mode", a.probeMode)
+	}
+	if a.probe != "" {
+		log = log.WithField("probe", a.probe)
+	}
+	switch a.result {
+	case metrics.ResultSuccess:
+		log.WithField("image_id", a.resp.GetImageRef()).Info("pull attempt succeeded")
+	case metrics.ResultSkipped, metrics.ResultMissing:
+		log.WithField("why", a.why).Info("candidate does not serve this pull")
+	default:
+		log.WithField("error", a.why).Warn("pull attempt failed")
+	}
+}
+
+// logPull writes the one summary line of a shared pull.
+func (s *Server) logPull(res *resolver.Resolution, servedBy string, attempts int, start time.Time, err error) {
+	log := s.log.WithFields(logrus.Fields{
+		"image": res.Original.String(), "attempts": attempts, "duration": time.Since(start).Round(time.Millisecond).String(),
+	})
+	if err != nil {
+		log.WithError(err).Warn("pull failed")
+		return
+	}
+	log.WithField("served_by", servedBy).Info("pull done")
 }
 
 // runtimeDown tells an attempt that failed because the runtime itself is
 // unreachable (the proxy's own connection, Unavailable) from a runtime that
 // answered with the registry's failure: it asks the runtime once more.
-func (s *Server) runtimeDown(ctx context.Context, err error) bool {
-	if status.Code(err) != codes.Unavailable {
-		return false
-	}
+func (s *Server) runtimeDown(ctx context.Context) bool {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	return s.Ready(ctx) != nil
 }
 
-// tryMirror asks the runtime to pull a mirror candidate unless the mirror is
-// held back: its breaker is open, or the manifest probe finds the manifest
-// missing or the mirror unreachable. It returns the pull's result, or why
-// the mirror was skipped. The last candidate is neither held back nor
-// probed: trying it is better than failing for sure.
-//
-// The probe runs before the runtime is asked, so a mirror that is down, new,
-// or just missed a tag is not handed to the runtime blind. But a mirror
-// whose last answer within the probe overlap was a hit (it served a pull,
-// or its probe found the manifest) is pulled from at once and, if the pull
-// is still running after probeDelay, probed alongside it; a verdict of
-// missing or unreachable stops that pull. That spares a healthy mirror the
-// probe's round trips on every pull.
-func (s *Server) tryMirror(ctx context.Context, req *runtimeapi.PullImageRequest, res *resolver.Resolution, c resolver.Candidate, last bool, log logrus.FieldLogger) (*runtimeapi.PullImageResponse, string, error) {
-	if !s.health.allow(c.Location) && !last {
-		s.metrics.Attempts.WithLabelValues(ruleLabel(res.Rule), mirrorLabel(c), resultSkipped).Inc()
-		log.WithField("result", resultSkipped).Info("mirror skipped: it failed recently")
-		return nil, "skipped: failed recently, cooling down", nil
+// isMiss tells a candidate that answered it does not have the image.
+func isMiss(err error) bool {
+	if status.Code(err) == codes.NotFound {
+		return true
 	}
-	if s.prober == nil || last {
-		resp, err := s.attempt(ctx, req, res, c, last, log)
-		return resp, "", err
-	}
-	if s.health.heardWithin(c.Location, s.probeOverlap) {
-		return s.pullWithProbe(ctx, req, res, c, log.WithField("probe_mode", probeAlongside))
-	}
-	log = log.WithField("probe_mode", probeBefore)
-	start := time.Now()
-	found, err := s.prober.Probe(ctx, c)
-	if ctx.Err() == nil {
-		s.metrics.Probes.WithLabelValues(mirrorLabel(c), probeBefore, found.String()).Inc()
-	}
-	if skip := s.judge(ctx, res, c, found, err, time.Since(start), log); skip != "" {
-		return nil, skip, nil
-	}
-	resp, err := s.attempt(ctx, req, res, c, false, log)
-	return resp, "", err
-}
-
-// errProbeVeto stops a runtime pull the probe found pointless.
-var errProbeVeto = errors.New("stopped: the manifest probe found the mirror missing the manifest or unreachable")
-
-// Probe modes, in logs and in cri_mirror_probes_total.
-const (
-	probeBefore    = "before"
-	probeAlongside = "alongside"
-)
-
-// pullWithProbe asks the runtime to pull c and, if the pull is still running
-// after probeDelay, probes c alongside it: a verdict of missing or
-// unreachable that comes before the pull's own result stops the pull and
-// skips the mirror.
-func (s *Server) pullWithProbe(ctx context.Context, req *runtimeapi.PullImageRequest, res *resolver.Resolution, c resolver.Candidate, log logrus.FieldLogger) (*runtimeapi.PullImageResponse, string, error) {
-	pullCtx, veto := context.WithCancelCause(ctx)
-	defer veto(nil)
-	probeCtx, stopProbe := context.WithCancel(ctx)
-	type verdict struct {
-		found probeResult
-		err   error
-		took  time.Duration
-	}
-	done := make(chan verdict, 1)
-	go func() {
-		wait := time.NewTimer(s.probeDelay)
-		defer wait.Stop()
-		select {
-		case <-probeCtx.Done(): // the pull ended first: no probe needed
-			done <- verdict{}
-			return
-		case <-wait.C:
-		}
-		start := time.Now()
-		found, err := s.prober.Probe(probeCtx, c)
-		if probeCtx.Err() != nil {
-			done <- verdict{} // stopped with the pull: says nothing
-			return
-		}
-		s.metrics.Probes.WithLabelValues(mirrorLabel(c), probeAlongside, found.String()).Inc()
-		if found == probeAbsent || found == probeUnreachable {
-			veto(errProbeVeto)
-		}
-		done <- verdict{found, err, time.Since(start)}
-	}()
-	resp, err := s.attempt(pullCtx, req, res, c, false, log)
-	stopProbe()
-	v := <-done
-	if err != nil && ctx.Err() == nil && errors.Is(context.Cause(pullCtx), errProbeVeto) {
-		return nil, s.judge(ctx, res, c, v.found, v.err, v.took, log) + " (the runtime's pull was stopped)", nil
-	}
-	return resp, "", err // the pull's own result decides the mirror's health
-}
-
-// judge reports a probe's verdict and returns why it skips the mirror, or ""
-// when the runtime should pull it.
-func (s *Server) judge(ctx context.Context, res *resolver.Resolution, c resolver.Candidate, found probeResult, err error, took time.Duration, log logrus.FieldLogger) string {
-	registry, mirror := ruleLabel(res.Rule), mirrorLabel(c)
-	log = log.WithFields(logrus.Fields{"probe": found.String(), "probe_duration": took.Round(time.Millisecond).String()})
-	switch found {
-	case probePresent:
-		s.health.heard(c.Location)
-	case probeAbsent:
-		s.health.missed(c.Location)
-		s.health.release(c.Location)
-		s.metrics.ObserveAttempt(registry, mirror, resultMissing, took)
-		s.metrics.AttemptFailures.WithLabelValues(registry, mirror, metrics.ReasonNotFound).Inc()
-		log.WithField("result", resultMissing).Info("mirror skipped: probe found no such manifest")
-		return "skipped: the probe found no such manifest"
-	case probeUnreachable:
-		if ctx.Err() != nil {
-			return ""
-		}
-		s.health.failure(c.Location)
-		s.metrics.ObserveAttempt(registry, mirror, resultUnreachable, took)
-		reason := metrics.ReasonConnection
-		if err != nil && failureReason(err) == metrics.ReasonTimeout {
-			reason = metrics.ReasonTimeout
-		}
-		s.metrics.AttemptFailures.WithLabelValues(registry, mirror, reason).Inc()
-		log.WithField("result", resultUnreachable).WithError(err).Warn("mirror skipped: probe could not reach it")
-		if err != nil {
-			return "skipped: the probe could not reach it: " + err.Error()
-		}
-		return "skipped: the probe could not reach it"
-	case probeInconclusive:
-		log.WithError(err).Debug("probe inconclusive; the runtime decides")
-	}
-	return ""
-}
-
-// mirrorFault tells a failing mirror from a mirror that answered "no": a
-// cache miss or refused credentials must not hold a healthy mirror back.
-func mirrorFault(err error) bool {
-	if status.Code(err) == codes.InvalidArgument {
-		return false // the request, not the mirror
-	}
-	switch failureReason(err) {
-	case metrics.ReasonNotFound, metrics.ReasonUnauthorized:
-		return false
-	}
-	return true
+	msg := strings.ToLower(status.Convert(err).Message())
+	return strings.Contains(msg, "not found") || strings.Contains(msg, "manifest unknown") || strings.Contains(msg, "name unknown")
 }
 
 // failureReason sorts a failed attempt for cri_mirror_pull_attempt_failures_total.
 // Runtimes report registry errors as text (containerd: "...: 401
-// Unauthorized", "...: not found", "unexpected commit digest ..."), so the
-// text decides where the code does not.
+// Unauthorized", "unexpected commit digest ..."), so the text decides where
+// the code does not.
 func failureReason(err error) string {
 	switch status.Code(err) {
-	case codes.NotFound:
-		return metrics.ReasonNotFound
 	case codes.Unauthenticated, codes.PermissionDenied:
 		return metrics.ReasonUnauthorized
 	case codes.DeadlineExceeded:
@@ -327,8 +290,6 @@ func failureReason(err error) string {
 		return false
 	}
 	switch {
-	case has("not found", "manifest unknown", "name unknown"):
-		return metrics.ReasonNotFound
 	case has("401 unauthorized", "403 forbidden", "unauthorized", "access denied", "denied:"):
 		return metrics.ReasonUnauthorized
 	case has("digest", "size") && has("mismatch", "unexpected", "does not match", "failed precondition", "invalid"):
@@ -341,60 +302,6 @@ func failureReason(err error) string {
 		return metrics.ReasonConnection
 	}
 	return metrics.ReasonOther
-}
-
-// attempt asks the runtime to pull one candidate, with the credentials that
-// belong to the candidate's host, and reports the attempt.
-func (s *Server) attempt(ctx context.Context, req *runtimeapi.PullImageRequest, res *resolver.Resolution, c resolver.Candidate, last bool, log logrus.FieldLogger) (*runtimeapi.PullImageResponse, error) {
-	auth, err := s.authFor(c, res.Original, req.GetAuth())
-	if err != nil {
-		log.WithError(err).Warn("no credentials for candidate host; pulling anonymously")
-	}
-	actx, bounded := ctx, s.attemptTimeout > 0 && !last
-	if bounded {
-		var cancel context.CancelFunc
-		actx, cancel = context.WithTimeout(ctx, s.attemptTimeout)
-		defer cancel()
-	}
-	start := time.Now()
-	resp, err := s.images.PullImage(actx, &runtimeapi.PullImageRequest{
-		Image:         withImage(req.GetImage(), c.Ref.String()),
-		Auth:          auth,
-		SandboxConfig: req.GetSandboxConfig(),
-	})
-	d := time.Since(start)
-	if err != nil && errors.Is(context.Cause(ctx), errProbeVeto) {
-		return nil, err // stopped by the probe, whose verdict the caller reports
-	}
-	result := metrics.ResultSuccess
-	switch {
-	case err == nil:
-	case ctx.Err() != nil:
-		result = metrics.ResultCanceled
-	case bounded && (actx.Err() != nil || status.Code(err) == codes.DeadlineExceeded):
-		// The runtime may report the deadline it was sent before the
-		// local context notices it.
-		result = resultTimeout
-	default:
-		result = metrics.ResultError
-	}
-	s.metrics.ObserveAttempt(ruleLabel(res.Rule), mirrorLabel(c), result, d)
-	switch result {
-	case metrics.ResultError:
-		s.metrics.AttemptFailures.WithLabelValues(ruleLabel(res.Rule), mirrorLabel(c), failureReason(err)).Inc()
-	case resultTimeout:
-		s.metrics.AttemptFailures.WithLabelValues(ruleLabel(res.Rule), mirrorLabel(c), metrics.ReasonTimeout).Inc()
-	}
-	log = log.WithFields(logrus.Fields{"duration": d.Round(time.Millisecond).String(), "result": result})
-	if err != nil {
-		log.WithField("error", status.Convert(err).Message()).Warn("pull attempt failed")
-		if result == resultTimeout {
-			return nil, status.Errorf(codes.DeadlineExceeded, "attempt timed out after %s", s.attemptTimeout)
-		}
-		return nil, err
-	}
-	log.WithField("image_id", resp.GetImageRef()).Info("pull attempt succeeded")
-	return resp, nil
 }
 
 // authFor keeps credentials on the host they were issued for. The caller's
@@ -447,7 +354,8 @@ func mirrorLabel(c resolver.Candidate) string {
 	return c.Location
 }
 
-func describe(c resolver.Candidate) string {
+// describeCandidate names a candidate in error messages.
+func describeCandidate(c resolver.Candidate) string {
 	if c.Source {
 		return "source"
 	}

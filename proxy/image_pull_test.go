@@ -126,9 +126,11 @@ func TestPullMetrics(t *testing.T) {
 		got  float64
 		want float64
 	}{
-		{"attempts mirror-a error", testutil.ToFloat64(m.Attempts.WithLabelValues("docker.io", "mirror-a.test/hub", "error")), 1},
+		{"attempts mirror-a missing", testutil.ToFloat64(m.Attempts.WithLabelValues("docker.io", "mirror-a.test/hub", "missing")), 1},
+		{"attempts mirror-a error", testutil.ToFloat64(m.Attempts.WithLabelValues("docker.io", "mirror-a.test/hub", "error")), 0},
 		{"attempts mirror-a success", testutil.ToFloat64(m.Attempts.WithLabelValues("docker.io", "mirror-a.test/hub", "success")), 1},
-		{"attempts mirror-b error", testutil.ToFloat64(m.Attempts.WithLabelValues("docker.io", "mirror-b.test", "error")), 1},
+		{"attempts mirror-b missing", testutil.ToFloat64(m.Attempts.WithLabelValues("docker.io", "mirror-b.test", "missing")), 1},
+		{"misses are not failures", testutil.ToFloat64(m.AttemptFailures.WithLabelValues("docker.io", "mirror-b.test", "other")), 0},
 		{"attempts source success", testutil.ToFloat64(m.Attempts.WithLabelValues("docker.io", "source", "success")), 1},
 		{"fallbacks", testutil.ToFloat64(m.Fallbacks.WithLabelValues("docker.io")), 2},
 		{"source pulls", testutil.ToFloat64(m.SourcePulls.WithLabelValues("docker.io")), 1},
@@ -339,7 +341,7 @@ func TestPullRuntimeDownDoesNotBlameMirrors(t *testing.T) {
 	if got := testutil.ToFloat64(h.metrics.Fallbacks.WithLabelValues("docker.io")); got != 0 {
 		t.Errorf("fallbacks = %v: with the runtime gone no other candidate can help", got)
 	}
-	if !h.srv.health.allow("mirror-a.test/hub") {
+	if !h.srv.gate.breaker.allow("mirror-a.test/hub") {
 		t.Error("the mirror was held back for the runtime's outage")
 	}
 }
@@ -357,8 +359,6 @@ func TestFailureReason(t *testing.T) {
 		err  error
 		want string
 	}{
-		{status.Error(codes.NotFound, "x"), "not_found"},
-		{status.Error(codes.Unknown, `failed to pull and unpack image "m/x:1": failed to resolve reference "m/x:1": m/x:1: not found`), "not_found"},
 		{status.Error(codes.Unknown, `failed to resolve reference "m/x:1": pulling from host m failed with status code [manifests 1]: 401 Unauthorized`), "unauthorized"},
 		{status.Error(codes.Unknown, `failed to resolve reference "m/x:1": unexpected status from HEAD request to http://m/v2/x/manifests/1: 500 Internal Server Error`), "server_error"},
 		{status.Error(codes.Unknown, `failed to copy: httpReadSeeker: failed open: failed to do request: Get "http://m/v2/x/blobs/sha256:aa": dial tcp 127.0.0.1:1: connect: connection refused`), "connection"},
@@ -370,6 +370,23 @@ func TestFailureReason(t *testing.T) {
 	} {
 		if got := failureReason(tc.err); got != tc.want {
 			t.Errorf("failureReason(%v) = %s, want %s", tc.err, got, tc.want)
+		}
+	}
+}
+
+func TestIsMiss(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{status.Error(codes.NotFound, "x"), true},
+		{status.Error(codes.Unknown, `failed to pull and unpack image "m/x:1": failed to resolve reference "m/x:1": m/x:1: not found`), true},
+		{status.Error(codes.Unknown, `reading manifest 1 in m/x: manifest unknown: manifest unknown`), true},
+		{status.Error(codes.Unknown, `failed to resolve reference "m/x:1": unexpected status from HEAD request to http://m/v2/x/manifests/1: 500 Internal Server Error`), false},
+		{status.Error(codes.Unauthenticated, "x"), false},
+	} {
+		if got := isMiss(tc.err); got != tc.want {
+			t.Errorf("isMiss(%v) = %v, want %v", tc.err, got, tc.want)
 		}
 	}
 }

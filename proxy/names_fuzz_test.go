@@ -31,13 +31,21 @@ func FuzzNames(f *testing.F) {
 
 func TestNamesCache(t *testing.T) {
 	var n names
-	for range 2 { // the second round is served from the cache
-		named, ok := n.normalize("nginx:1.27")
-		if !ok || named.String() != "docker.io/library/nginx:1.27" {
-			t.Fatalf("normalize(nginx:1.27) = %v, %v", named, ok)
-		}
-		if _, ok := n.normalize(strings.Repeat("a", 64)); ok {
-			t.Fatal("a bare image id is not a reference")
+	named, ok := n.normalize("nginx:1.27")
+	if !ok || named.String() != "docker.io/library/nginx:1.27" {
+		t.Fatalf("normalize(nginx:1.27) = %v, %v", named, ok)
+	}
+	id := strings.Repeat("a", 64)
+	if _, ok := n.normalize(id); ok {
+		t.Fatal("a bare image id is not a reference")
+	}
+	// Answers come from the cache: plant other ones and get them back.
+	planted, _ := normalize("example.test/planted:1")
+	n.m["nginx:1.27"] = planted
+	n.m[id] = planted
+	for _, image := range []string{"nginx:1.27", id} {
+		if got, ok := n.normalize(image); !ok || got != planted {
+			t.Errorf("normalize(%q) = %v, %v: not served from the cache", image, got, ok)
 		}
 	}
 	for i := range namesCacheSize + 10 {

@@ -11,6 +11,7 @@ import (
 	"go.podman.io/image/v5/docker"
 	"go.podman.io/image/v5/types"
 
+	"github.com/cri-mirror-proxy/cri-mirror-proxy/metrics"
 	"github.com/cri-mirror-proxy/cri-mirror-proxy/resolver"
 )
 
@@ -30,12 +31,13 @@ const (
 )
 
 func (r probeResult) String() string {
-	return [...]string{"inconclusive", "present", "missing", "unreachable"}[r]
+	return [...]string{metrics.ProbeInconclusive, metrics.ProbePresent, metrics.ProbeMissing, metrics.ProbeUnreachable}[r]
 }
 
-// Prober checks a mirror candidate before the runtime is asked to pull it.
+// Prober checks a mirror candidate before, or while, the runtime is asked to
+// pull it. res is the resolution c came from.
 type Prober interface {
-	Probe(ctx context.Context, c resolver.Candidate) (probeResult, error)
+	Probe(ctx context.Context, res *resolver.Resolution, c resolver.Candidate) (probeResult, error)
 }
 
 // WithProber enables the manifest probe for mirror candidates.
@@ -65,29 +67,28 @@ func WithProbeOverlap(d time.Duration) Option { return func(s *Server) { s.probe
 type ManifestProbe struct {
 	timeout  time.Duration
 	authFile string
-	confPath string
-	confDir  string
 	agent    string
 }
 
-// NewManifestProbe returns a probe bounded by timeout. authFile, confPath
-// and confDir are the proxy's own (empty: containers/image defaults).
-func NewManifestProbe(timeout time.Duration, authFile, confPath, confDir, userAgent string) *ManifestProbe {
-	return &ManifestProbe{timeout: timeout, authFile: authFile, confPath: confPath, confDir: confDir, agent: userAgent}
+// NewManifestProbe returns a probe bounded by timeout. authFile is the
+// proxy's own (empty: the containers/image default). The registries
+// configuration is the one each resolution was made from.
+func NewManifestProbe(timeout time.Duration, authFile, userAgent string) *ManifestProbe {
+	return &ManifestProbe{timeout: timeout, authFile: authFile, agent: userAgent}
 }
 
 // Probe implements Prober.
-func (p *ManifestProbe) Probe(ctx context.Context, c resolver.Candidate) (probeResult, error) {
+func (p *ManifestProbe) Probe(ctx context.Context, res *resolver.Resolution, c resolver.Candidate) (probeResult, error) {
 	ref, err := docker.NewReference(c.Ref)
 	if err != nil {
 		return probeInconclusive, err
 	}
-	sys := &types.SystemContext{
-		AuthFilePath:                p.authFile,
-		SystemRegistriesConfPath:    p.confPath,
-		SystemRegistriesConfDirPath: p.confDir,
-		DockerRegistryUserAgent:     p.agent,
-	}
+	// containers/image reads registries.conf again for the host it
+	// contacts (insecure, blocked): from the same files, through the cache
+	// entry the resolver refreshed.
+	sys := res.SystemContext()
+	sys.AuthFilePath = p.authFile
+	sys.DockerRegistryUserAgent = p.agent
 	if c.Insecure {
 		sys.DockerInsecureSkipTLSVerify = types.OptionalBoolTrue
 	}

@@ -2,10 +2,13 @@ package proxy
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log"
 	"net"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -29,7 +32,7 @@ import (
 // when unlisted.
 type mapProber map[string]probeResult
 
-func (m mapProber) Probe(_ context.Context, c resolver.Candidate) (probeResult, error) {
+func (m mapProber) Probe(_ context.Context, _ *resolver.Resolution, c resolver.Candidate) (probeResult, error) {
 	if r, ok := m[c.Ref.String()]; ok {
 		return r, nil
 	}
@@ -47,7 +50,7 @@ func TestBreakerSkipsFailedMirror(t *testing.T) {
 	if got := h.rt.pulledRefs(); !slices.Equal(got, want) {
 		t.Errorf("runtime pulls = %q, want %q (the failed mirror held back)", got, want)
 	}
-	if got := testutil.ToFloat64(h.metrics.Attempts.WithLabelValues("docker.io", "mirror-a.test/hub", resultSkipped)); got != 1 {
+	if got := testutil.ToFloat64(h.metrics.Attempts.WithLabelValues("docker.io", "mirror-a.test/hub", metrics.ResultSkipped)); got != 1 {
 		t.Errorf("skipped attempts = %v, want 1", got)
 	}
 	if got := testutil.ToFloat64(h.metrics.MirrorHealthy.WithLabelValues("mirror-a.test/hub")); got != 0 {
@@ -78,12 +81,12 @@ func TestProbeSkipsMirrors(t *testing.T) {
 	if got := h.rt.pulledRefs(); !slices.Equal(got, []string{"docker.io/library/app:1"}) {
 		t.Errorf("runtime pulls = %q: probed-out mirrors must not reach the runtime", got)
 	}
-	for result, want := range map[string]float64{resultMissing: 1, resultUnreachable: 0} {
+	for result, want := range map[string]float64{metrics.ResultMissing: 1, metrics.ResultUnreachable: 0} {
 		if got := testutil.ToFloat64(h.metrics.Attempts.WithLabelValues("docker.io", "mirror-a.test/hub", result)); got != want {
 			t.Errorf("mirror-a %s = %v, want %v", result, got, want)
 		}
 	}
-	if got := testutil.ToFloat64(h.metrics.Attempts.WithLabelValues("docker.io", "mirror-b.test", resultUnreachable)); got != 1 {
+	if got := testutil.ToFloat64(h.metrics.Attempts.WithLabelValues("docker.io", "mirror-b.test", metrics.ResultUnreachable)); got != 1 {
 		t.Errorf("mirror-b unreachable = %v, want 1", got)
 	}
 	// The unreachable mirror is now held back: a later pull skips it
@@ -137,7 +140,8 @@ func TestManifestProbeAgainstARealRegistry(t *testing.T) {
 	closedAddr := closed.Addr().String()
 	closed.Close()
 
-	p := NewManifestProbe(300*time.Millisecond, "/nonexistent/auth.json", "/dev/null", t.TempDir(), "cri-mirror-proxy/test")
+	p := NewManifestProbe(300*time.Millisecond, "/nonexistent/auth.json", "cri-mirror-proxy/test")
+	res := emptyRulesResolution(t)
 	for _, tc := range []struct {
 		ref  string
 		want probeResult
@@ -153,7 +157,7 @@ func TestManifestProbeAgainstARealRegistry(t *testing.T) {
 			t.Fatal(err)
 		}
 		start := time.Now()
-		got, err := p.Probe(context.Background(), resolver.Candidate{Ref: named, Insecure: true})
+		got, err := p.Probe(context.Background(), res, resolver.Candidate{Ref: named, Insecure: true})
 		if got != tc.want {
 			t.Errorf("probe %s = %v (%v), want %v", tc.ref, got, err, tc.want)
 		}
@@ -166,7 +170,7 @@ func TestManifestProbeAgainstARealRegistry(t *testing.T) {
 // funcProber is a Prober double that runs a function.
 type funcProber func(ctx context.Context, c resolver.Candidate) (probeResult, error)
 
-func (f funcProber) Probe(ctx context.Context, c resolver.Candidate) (probeResult, error) {
+func (f funcProber) Probe(ctx context.Context, _ *resolver.Resolution, c resolver.Candidate) (probeResult, error) {
 	return f(ctx, c)
 }
 
@@ -220,7 +224,7 @@ func TestProbeAlongsideStopsAPullToAMirrorThatStopsAnswering(t *testing.T) {
 	if got := h.rt.pulledRefs(); !slices.Equal(got, want) {
 		t.Errorf("runtime pulls = %q, want %q", got, want)
 	}
-	for result, want := range map[string]float64{metrics.ResultSuccess: 1, resultUnreachable: 1, metrics.ResultCanceled: 0, metrics.ResultError: 0} {
+	for result, want := range map[string]float64{metrics.ResultSuccess: 1, metrics.ResultUnreachable: 1, metrics.ResultCanceled: 0, metrics.ResultError: 0} {
 		if got := testutil.ToFloat64(h.metrics.Attempts.WithLabelValues("docker.io", "mirror-a.test/hub", result)); got != want {
 			t.Errorf("mirror-a attempts %s = %v, want %v", result, got, want)
 		}
@@ -231,7 +235,7 @@ func TestProbeAlongsideStopsAPullToAMirrorThatStopsAnswering(t *testing.T) {
 	for _, p := range []struct {
 		mode, result string
 		want         float64
-	}{{probeBefore, "present", 1}, {probeAlongside, "unreachable", 1}} {
+	}{{metrics.ProbeBefore, "present", 1}, {metrics.ProbeAlongside, "unreachable", 1}} {
 		if got := testutil.ToFloat64(h.metrics.Probes.WithLabelValues("mirror-a.test/hub", p.mode, p.result)); got != p.want {
 			t.Errorf("probes %s %s = %v, want %v", p.mode, p.result, got, p.want)
 		}
@@ -288,7 +292,7 @@ func TestProbeAlongsideOnlyForAPullThatTakesLong(t *testing.T) {
 	if n := probes.Load(); n != 1 {
 		t.Errorf("probes = %d, want still 1", n)
 	}
-	if got := testutil.ToFloat64(h.metrics.Probes.WithLabelValues("mirror-a.test/hub", probeBefore, "present")); got != 1 {
+	if got := testutil.ToFloat64(h.metrics.Probes.WithLabelValues("mirror-a.test/hub", metrics.ProbeBefore, "present")); got != 1 {
 		t.Errorf("probes before, present = %v, want 1", got)
 	}
 }
@@ -309,4 +313,92 @@ func TestProbeFirstAgainAfterAMiss(t *testing.T) {
 	if got := h.rt.pulledRefs(); !slices.Equal(got, want) {
 		t.Errorf("runtime pulls = %q, want %q", got, want)
 	}
+}
+
+// emptyRulesResolution resolves an image with an empty registries.conf of the
+// test's own (never the host's).
+func emptyRulesResolution(t *testing.T) *resolver.Resolution {
+	t.Helper()
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "registries.conf")
+	if err := os.WriteFile(conf, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r, err := resolver.New(conf, filepath.Join(dir, "registries.conf.d"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := r.Resolve("example.test/app:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+// TestManifestProbeFollowsReload: the probe reads the registries
+// configuration its resolution came from, so a reload reaches it. Here a
+// reload takes `insecure` away from a plain-HTTP registry: containers/image
+// then insists on TLS, and the probe, unable to tell, leaves the decision to
+// the runtime.
+func TestManifestProbeFollowsReload(t *testing.T) {
+	reg := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	t.Cleanup(reg.Close)
+	host := strings.TrimPrefix(reg.URL, "http://")
+	img, err := random.Image(256, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(mustTag(t, host+"/mirror/app:1"), img); err != nil {
+		t.Fatal(err)
+	}
+
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "registries.conf")
+	write := func(content string) {
+		if err := os.WriteFile(conf, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(fmt.Sprintf("[[registry]]\nlocation = %q\ninsecure = true\n", host))
+	r, err := resolver.New(conf, filepath.Join(dir, "registries.conf.d"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := NewManifestProbe(2*time.Second, "/nonexistent/auth.json", "cri-mirror-proxy/test")
+	probe := func() (probeResult, error) {
+		res, err := r.Resolve(host + "/mirror/app:1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := res.Candidates[0]
+		c.Insecure = false // leave it to what containers/image reads itself
+		return p.Probe(context.Background(), res, c)
+	}
+
+	if got, err := probe(); got != probePresent {
+		t.Fatalf("probe = %v (%v), want present", got, err)
+	}
+	write("")
+	if err := r.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := probe(); got != probeInconclusive || err == nil || !strings.Contains(err.Error(), "HTTP response to HTTPS client") {
+		t.Errorf("after a reload dropping insecure: probe = %v (%v), want inconclusive, TLS refused", got, err)
+	}
+	write(fmt.Sprintf("[[registry]]\nlocation = %q\ninsecure = true\n", host))
+	if err := r.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := probe(); got != probePresent {
+		t.Errorf("after a reload restoring it: probe = %v (%v), want present", got, err)
+	}
+}
+
+func mustTag(t *testing.T, ref string) name.Tag {
+	t.Helper()
+	tag, err := name.NewTag(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tag
 }

@@ -51,7 +51,7 @@ type Server struct {
 	probeOverlap   time.Duration
 	probeDelay     time.Duration
 	cooldown       time.Duration
-	health         *health
+	gate           *mirrorGate
 }
 
 // Option configures optional parts of a Server.
@@ -90,7 +90,14 @@ func New(conn grpc.ClientConnInterface, r Resolver, aliases AliasStore, opts ...
 	for _, o := range opts {
 		o(s)
 	}
-	s.health = newHealth(s.cooldown, s.mirrorHealthChanged)
+	s.gate = &mirrorGate{
+		recent:  newRecency(time.Now),
+		prober:  s.prober,
+		overlap: s.probeOverlap,
+		delay:   s.probeDelay,
+		metrics: s.metrics,
+	}
+	s.gate.breaker = newBreaker(s.cooldown, time.Now, s.gate.healthChanged(s.log))
 	s.flights.m = map[string]*flight{}
 	return s
 }
@@ -115,16 +122,4 @@ func (s *Server) NewGRPCServer(opts ...grpc.ServerOption) *grpc.Server {
 	gs.RegisterService(runtimeServiceDesc(), s)
 	s.metrics.GRPC.InitializeMetrics(gs)
 	return gs
-}
-
-// mirrorHealthChanged reports a mirror's breaker opening or closing.
-func (s *Server) mirrorHealthChanged(mirror string, healthy bool) {
-	log := s.log.WithField("mirror", mirror)
-	if healthy {
-		s.metrics.MirrorHealthy.WithLabelValues(mirror).Set(1)
-		log.Info("mirror is healthy again")
-		return
-	}
-	s.metrics.MirrorHealthy.WithLabelValues(mirror).Set(0)
-	log.WithField("cooldown", s.cooldown.String()).Warn("mirror failed: held back for the cool-down")
 }

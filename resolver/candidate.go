@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"go.podman.io/image/v5/docker/reference"
+	"go.podman.io/image/v5/types"
 )
 
 // policySource is Candidate.Policy for the source registry.
@@ -76,6 +77,22 @@ type Resolution struct {
 	Notes []string
 	// Candidates in the order to try them; never empty.
 	Candidates []Candidate
+
+	// sys locates the files these candidates were resolved from.
+	sys types.SystemContext
+}
+
+// SystemContext returns a new SystemContext naming the registries
+// configuration these candidates were resolved from, exactly as it was
+// loaded (a missing main file is os.DevNull, the drop-in directory is always
+// set). containers/image keeps one parsed copy of the rules per process,
+// keyed by these paths, and resolver loads refresh it: code that contacts a
+// candidate through containers/image (the manifest probe) must start from
+// this context to see the same rules, also after a reload. The caller may
+// set the other fields of the copy.
+func (r *Resolution) SystemContext() *types.SystemContext {
+	sys := r.sys
+	return &sys
 }
 
 // BlockedError reports a pull refused by the rules.

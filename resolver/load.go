@@ -21,6 +21,10 @@ type ruleSet struct {
 	confDir     string
 	dropIns     []string // drop-in files read, in the order they apply
 
+	// sys is what containers/image loaded these rules with; its cache entry
+	// for these paths holds them.
+	sys types.SystemContext
+
 	// registries as merged and validated by containers/image: one entry per
 	// prefix, sorted by prefix.
 	registries []sysregistriesv2.Registry
@@ -82,7 +86,7 @@ func load(confPath, confDir string, mainOptional bool) (*ruleSet, error) {
 
 	// Both paths must be set: with only the main file the library still
 	// reads the default drop-in directories, including ones under $HOME.
-	sys := &types.SystemContext{
+	rs.sys = types.SystemContext{
 		SystemRegistriesConfPath:    libraryMain,
 		SystemRegistriesConfDirPath: confDir,
 	}
@@ -90,7 +94,7 @@ func load(confPath, confDir string, mainOptional bool) (*ruleSet, error) {
 	// Registries are the authoritative merged list (see parsedConfig in
 	// system_registries_v2.go), and taking them from the same call that
 	// validated them avoids a second, racy read through GetRegistries.
-	merged, err := sysregistriesv2.TryUpdatingCache(sys)
+	merged, err := sysregistriesv2.TryUpdatingCache(&rs.sys)
 	if err != nil {
 		return nil, err
 	}

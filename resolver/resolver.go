@@ -124,7 +124,7 @@ func (r *Resolver) Resolve(image string) (*Resolution, error) {
 // reference up again). So "blocked" refuses addresses, not images: a blocked
 // rule whose location is rewritten elsewhere still pulls from that location.
 func (rs *ruleSet) resolve(named reference.Named) (*Resolution, error) {
-	res := &Resolution{Original: named}
+	res := &Resolution{Original: named, sys: rs.sys}
 	// containers/image looks pulls up by repository name (docker_image_src.go
 	// calls FindRegistry with ref.Name()), so a prefix that carries a tag or
 	// digest never matches a pull; we do the same to pick the same rule.

@@ -145,12 +145,7 @@ func serve(ctx context.Context, c serveConfig) error {
 		proxy.WithProbeOverlap(c.probeOverlap),
 	}
 	if c.probe {
-		conf := c.rules.file
-		if _, err := os.Stat(conf); err != nil {
-			conf = os.DevNull // no main file: only drop-ins, as the resolver reads them
-		}
-		opts = append(opts, proxy.WithProber(proxy.NewManifestProbe(c.probeTimeout, c.authFile,
-			conf, c.rules.dir, "cri-mirror-proxy/"+version)))
+		opts = append(opts, proxy.WithProber(proxy.NewManifestProbe(c.probeTimeout, c.authFile, "cri-mirror-proxy/"+version)))
 	}
 	srv := proxy.New(conn, rules, aliases, opts...)
 	gs := srv.NewGRPCServer()

@@ -249,10 +249,18 @@ func BenchmarkManifestProbe(b *testing.B) {
 	if err := os.WriteFile(conf, nil, 0o644); err != nil {
 		b.Fatal(err)
 	}
-	probe := proxy.NewManifestProbe(2*time.Second, "", conf, filepath.Join(dir, "conf.d"), "bench")
+	rules, err := resolver.New(conf, filepath.Join(dir, "conf.d"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	res, err := rules.Resolve(ref.String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	probe := proxy.NewManifestProbe(2*time.Second, "", "bench")
 	c := resolver.Candidate{Ref: ref, Location: host + "/mirror/bench", Insecure: true, Policy: "tag-only"}
 	for b.Loop() {
-		if got, err := probe.Probe(context.Background(), c); got.String() != "present" {
+		if got, err := probe.Probe(context.Background(), res, c); got.String() != "present" {
 			b.Fatal(got, err)
 		}
 	}

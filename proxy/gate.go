@@ -1,0 +1,195 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/cri-mirror-proxy/cri-mirror-proxy/metrics"
+	"github.com/cri-mirror-proxy/cri-mirror-proxy/resolver"
+)
+
+// mirrorGate decides how a mirror candidate is tried, and learns from how
+// each try went. It holds the three things the decision rests on:
+//
+//   - the breaker: a mirror that failed is skipped for a cool-down;
+//   - the manifest probe (optional): a HEAD for the manifest, which finds a
+//     missing tag or a dead mirror without handing the runtime a pull that
+//     cannot succeed;
+//   - recency: a mirror whose last answer was a hit within the probe overlap
+//     is pulled from at once, and probed alongside the pull only if the pull
+//     runs longer than the probe delay; any other mirror is probed first.
+//
+// Every try ends in record, the one place that updates the breaker and
+// recency from the outcome.
+type mirrorGate struct {
+	breaker *breaker
+	recent  *recency
+	prober  Prober        // nil: no probe
+	overlap time.Duration // see WithProbeOverlap
+	delay   time.Duration // see probeDelay
+	metrics *metrics.Metrics
+}
+
+// pullFunc asks the runtime to pull the candidate under ctx.
+type pullFunc func(ctx context.Context) attempt
+
+// try runs one mirror candidate through the gate and records its outcome.
+// The last candidate is neither held back nor probed: trying it is better
+// than failing for sure.
+func (g *mirrorGate) try(ctx context.Context, res *resolver.Resolution, c resolver.Candidate, last bool, pull pullFunc) attempt {
+	var a attempt
+	switch {
+	case last:
+		a = pull(ctx)
+	case !g.breaker.allow(c.Location):
+		return attempt{result: metrics.ResultSkipped, why: "skipped: failed recently, cooling down"}
+	case g.prober == nil:
+		a = pull(ctx)
+	case g.recent.within(c.Location, g.overlap):
+		a = g.alongside(ctx, res, c, pull)
+	default:
+		a = g.before(ctx, res, c, pull)
+	}
+	g.record(c.Location, a)
+	return a
+}
+
+// record updates the breaker and recency of mirror from one try's outcome.
+func (g *mirrorGate) record(mirror string, a attempt) {
+	switch {
+	case a.result == metrics.ResultSuccess:
+		g.breaker.success(mirror)
+		g.recent.heard(mirror)
+	case a.result == metrics.ResultSkipped:
+		// No request was made; allow took no trial.
+	case a.result == metrics.ResultCanceled || a.runtimeDown:
+		// The caller went away, or the proxy lost the runtime: nothing
+		// learnt about the mirror.
+		g.breaker.release(mirror)
+	case a.mirrorFault():
+		g.breaker.failure(mirror)
+		g.recent.forget(mirror)
+	default:
+		// It answered "no" (a miss, credentials refused): up, but its
+		// probe goes first next time.
+		g.breaker.release(mirror)
+		g.recent.forget(mirror)
+	}
+}
+
+// before probes c and asks the runtime to pull it unless the probe found the
+// manifest missing or the mirror unreachable.
+func (g *mirrorGate) before(ctx context.Context, res *resolver.Resolution, c resolver.Candidate, pull pullFunc) attempt {
+	v := g.probe(ctx, res, c, metrics.ProbeBefore)
+	if ctx.Err() != nil {
+		return attempt{result: metrics.ResultCanceled, took: v.took, why: "canceled", probeMode: metrics.ProbeBefore}
+	}
+	if a, skip := v.skip(); skip {
+		return a
+	}
+	if v.found == probePresent {
+		// Heard from, even if the runtime's pull then fails for its own
+		// reasons: the outcome of that pull overrides this in record.
+		g.recent.heard(c.Location)
+	}
+	a := pull(ctx)
+	a.probeMode = metrics.ProbeBefore
+	return a
+}
+
+// errProbeVeto stops a runtime pull the probe found pointless.
+var errProbeVeto = errors.New("stopped: the manifest probe found the mirror missing the manifest or unreachable")
+
+// alongside asks the runtime to pull c and, if the pull is still running
+// after the probe delay, probes c alongside it: a verdict of missing or
+// unreachable that comes before the pull's own result stops the pull and
+// skips the mirror. Any other verdict leaves the mirror's health to the
+// pull's own result.
+func (g *mirrorGate) alongside(ctx context.Context, res *resolver.Resolution, c resolver.Candidate, pull pullFunc) attempt {
+	pullCtx, veto := context.WithCancelCause(ctx)
+	defer veto(nil)
+	probeCtx, stopProbe := context.WithCancel(ctx)
+	verdicts := make(chan probeVerdict, 1)
+	go func() {
+		wait := time.NewTimer(g.delay)
+		defer wait.Stop()
+		select {
+		case <-probeCtx.Done(): // the pull ended first: no probe needed
+			verdicts <- probeVerdict{}
+			return
+		case <-wait.C:
+		}
+		v := g.probe(probeCtx, res, c, metrics.ProbeAlongside)
+		if _, skip := v.skip(); skip {
+			veto(errProbeVeto)
+		}
+		verdicts <- v
+	}()
+	a := pull(pullCtx)
+	stopProbe()
+	v := <-verdicts
+	a.probeMode = metrics.ProbeAlongside
+	if a.err != nil && ctx.Err() == nil && errors.Is(context.Cause(pullCtx), errProbeVeto) {
+		a, _ = v.skip()
+		a.why += " (the runtime's pull was stopped)"
+	}
+	return a
+}
+
+// probeVerdict is what one probe said, and how long it took to say it.
+type probeVerdict struct {
+	mode  string
+	found probeResult
+	err   error
+	took  time.Duration
+}
+
+// probe asks the prober about c and counts the verdict. A probe stopped by
+// its context says nothing: its verdict is inconclusive and not counted.
+func (g *mirrorGate) probe(ctx context.Context, res *resolver.Resolution, c resolver.Candidate, mode string) probeVerdict {
+	start := time.Now()
+	found, err := g.prober.Probe(ctx, res, c)
+	if ctx.Err() != nil {
+		return probeVerdict{mode: mode, found: probeInconclusive, err: ctx.Err(), took: time.Since(start)}
+	}
+	g.metrics.Probes.WithLabelValues(c.Location, mode, found.String()).Inc()
+	return probeVerdict{mode: mode, found: found, err: err, took: time.Since(start)}
+}
+
+// skip turns a verdict that keeps the runtime away from the mirror into the
+// attempt it stands for.
+func (v probeVerdict) skip() (attempt, bool) {
+	a := attempt{took: v.took, probeMode: v.mode, probe: v.found.String()}
+	switch v.found {
+	case probeAbsent:
+		a.result, a.why = metrics.ResultMissing, "skipped: the probe found no such manifest"
+		return a, true
+	case probeUnreachable:
+		a.result, a.reason, a.why = metrics.ResultUnreachable, metrics.ReasonConnection, "skipped: the probe could not reach it"
+		if v.err != nil {
+			if failureReason(v.err) == metrics.ReasonTimeout {
+				a.reason = metrics.ReasonTimeout
+			}
+			a.why += ": " + v.err.Error()
+		}
+		return a, true
+	}
+	return a, false
+}
+
+// healthChanged reports a mirror's breaker opening or closing.
+func (g *mirrorGate) healthChanged(log logrus.FieldLogger) func(mirror string, healthy bool) {
+	return func(mirror string, healthy bool) {
+		log := log.WithField("mirror", mirror)
+		if healthy {
+			g.metrics.MirrorHealthy.WithLabelValues(mirror).Set(1)
+			log.Info("mirror is healthy again")
+			return
+		}
+		g.metrics.MirrorHealthy.WithLabelValues(mirror).Set(0)
+		log.WithField("cooldown", g.breaker.cooldown.String()).Warn("mirror failed: held back for the cool-down")
+	}
+}

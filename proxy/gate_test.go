@@ -1,0 +1,67 @@
+package proxy
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/cri-mirror-proxy/cri-mirror-proxy/metrics"
+	"github.com/cri-mirror-proxy/cri-mirror-proxy/resolver"
+)
+
+// fakeClock is a clock tests move by hand; safe for the server's goroutines.
+type fakeClock struct{ ns atomic.Int64 }
+
+func newFakeClock() *fakeClock {
+	c := &fakeClock{}
+	c.ns.Store(time.Unix(1000, 0).UnixNano())
+	return c
+}
+
+func (c *fakeClock) now() time.Time          { return time.Unix(0, c.ns.Load()) }
+func (c *fakeClock) advance(d time.Duration) { c.ns.Add(int64(d)) }
+
+// TestAlongsideProbeLeavesRecencyToThePull: a probe that runs alongside a
+// pull and finds the manifest says nothing new; only the pull's own result
+// may refresh the mirror's last hit. Here the pull is abandoned by its
+// caller, so the hit of the pull before it is the last one, and once that is
+// older than the overlap the probe goes first again.
+func TestAlongsideProbeLeavesRecencyToThePull(t *testing.T) {
+	var probes atomic.Int32
+	h := newHarness(t, WithProbeOverlap(5*time.Minute), withProbeDelay(0),
+		WithProber(funcProber(func(context.Context, resolver.Candidate) (probeResult, error) {
+			probes.Add(1)
+			return probePresent, nil
+		})))
+	clock := newFakeClock()
+	h.srv.gate.recent.now = clock.now
+	h.rt.publish("mirror-a.test/hub/library/one:1", "one")
+	h.rt.stall("mirror-a.test/hub/library/two:1")
+	h.rt.publish("mirror-a.test/hub/library/three:1", "three")
+
+	h.mustPull("one:1") // probe before, then a hit at T
+	clock.advance(4 * time.Minute)
+	short, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if _, err := h.images.PullImage(short, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "two:1"}}); err == nil {
+		t.Fatal("the stalled pull succeeded")
+	}
+	for deadline := time.Now().Add(5 * time.Second); h.waiters("docker.io/library/two:1") > 0 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+	if n := probes.Load(); n != 2 {
+		t.Fatalf("probes = %d, want 2 (before one:1, alongside two:1)", n)
+	}
+	clock.advance(2 * time.Minute) // T+6m: the last hit (T) is older than the overlap
+	h.mustPull("three:1")
+
+	for mode, want := range map[string]float64{metrics.ProbeBefore: 2, metrics.ProbeAlongside: 1} {
+		if got := testutil.ToFloat64(h.metrics.Probes.WithLabelValues("mirror-a.test/hub", mode, metrics.ProbePresent)); got != want {
+			t.Errorf("probes %s = %v, want %v", mode, got, want)
+		}
+	}
+}

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/cri-mirror-proxy/cri-mirror-proxy/metrics"
@@ -63,5 +65,30 @@ func TestAlongsideProbeLeavesRecencyToThePull(t *testing.T) {
 		if got := testutil.ToFloat64(h.metrics.Probes.WithLabelValues("mirror-a.test/hub", mode, metrics.ProbePresent)); got != want {
 			t.Errorf("probes %s = %v, want %v", mode, got, want)
 		}
+	}
+}
+
+// TestBadContentOpensTheBreaker: a mirror whose answers do not match their
+// digests fails every pull; containerd reports some of these (a manifest
+// HEAD with Content-Length 0) as InvalidArgument, which must not pass for
+// the caller's fault. A refused request without such a reason still does.
+func TestBadContentOpensTheBreaker(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		err   error
+		fault bool
+	}{
+		{"bad content", status.Error(codes.InvalidArgument, `failed to pull and unpack image "mirror-a.test/hub/library/app:1": failed to resolve reference: unexpected size 0 for manifest digest sha256:aa: invalid argument`), true},
+		{"refused request", status.Error(codes.InvalidArgument, "image reference is not valid"), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			h.rt.fail("mirror-a.test/hub/library/app:1", tc.err)
+			h.rt.publish("mirror-b.test/library/app:1", "app")
+			h.mustPull("app:1")
+			if held := !h.srv.gate.breaker.allow("mirror-a.test/hub"); held != tc.fault {
+				t.Errorf("mirror held back = %v, want %v", held, tc.fault)
+			}
+		})
 	}
 }

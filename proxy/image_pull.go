@@ -156,10 +156,16 @@ func (a attempt) mirrorFault() bool {
 	case metrics.ResultTimeout, metrics.ResultUnreachable:
 		return true
 	case metrics.ResultError:
-		if status.Code(a.err) == codes.InvalidArgument {
-			return false // the request, not the mirror
+		switch a.reason {
+		case metrics.ReasonUnauthorized:
+			return false
+		case metrics.ReasonOther:
+			// Runtimes answer InvalidArgument for a request they refuse
+			// before contacting anyone; a mirror's bad answer comes with a
+			// reason of its own, whatever the code.
+			return status.Code(a.err) != codes.InvalidArgument
 		}
-		return a.reason != metrics.ReasonUnauthorized
+		return true
 	}
 	return false
 }

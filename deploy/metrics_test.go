@@ -87,6 +87,9 @@ func touchVectors(t *testing.T, m *metrics.Metrics) {
 	t.Helper()
 	v := reflect.ValueOf(m).Elem()
 	for i := 0; i < v.NumField(); i++ {
+		if !v.Type().Field(i).IsExported() {
+			continue
+		}
 		field := v.Field(i)
 		c, ok := field.Interface().(prometheus.Collector)
 		if !ok {

@@ -3,6 +3,7 @@ package metrics
 import (
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
@@ -80,6 +81,10 @@ type Metrics struct {
 	// into the server, then GRPC.InitializeMetrics(srv) once services are
 	// registered so every method reports zeros before its first call.
 	GRPC *grpcprom.ServerMetrics
+
+	// rulesMu orders SetRules with SetMirrorHealthy, so that a breaker
+	// change is not overwritten by a reload's initial value.
+	rulesMu sync.Mutex
 }
 
 // New creates the collectors. Nothing is registered yet.
@@ -169,6 +174,17 @@ func (m *Metrics) Register(reg prometheus.Registerer) error {
 func (m *Metrics) ObserveAttempt(registry, mirror, result string, d time.Duration) {
 	m.AttemptDuration.WithLabelValues(registry, mirror, result).Observe(d.Seconds())
 	m.Attempts.WithLabelValues(registry, mirror, result).Inc()
+}
+
+// SetMirrorHealthy sets cri_mirror_mirror_healthy of mirror.
+func (m *Metrics) SetMirrorHealthy(mirror string, healthy bool) {
+	m.rulesMu.Lock()
+	defer m.rulesMu.Unlock()
+	v := 0.0
+	if healthy {
+		v = 1
+	}
+	m.MirrorHealthy.WithLabelValues(mirror).Set(v)
 }
 
 // Names returns every metric family name this package exports, sorted.

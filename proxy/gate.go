@@ -185,11 +185,11 @@ func (g *mirrorGate) healthChanged(log logrus.FieldLogger) func(mirror string, h
 	return func(mirror string, healthy bool) {
 		log := log.WithField("mirror", mirror)
 		if healthy {
-			g.metrics.MirrorHealthy.WithLabelValues(mirror).Set(1)
+			g.metrics.SetMirrorHealthy(mirror, true)
 			log.Info("mirror is healthy again")
 			return
 		}
-		g.metrics.MirrorHealthy.WithLabelValues(mirror).Set(0)
+		g.metrics.SetMirrorHealthy(mirror, false)
 		log.WithField("cooldown", g.breaker.cooldown.String()).Warn("mirror failed: held back for the cool-down")
 	}
 }

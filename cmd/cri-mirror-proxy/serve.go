@@ -121,6 +121,7 @@ func serve(ctx context.Context, c serveConfig) error {
 	if err := m.Register(reg); err != nil {
 		return err
 	}
+	m.SetRules(metricRules(rules.Config()))
 
 	aliases, err := store.Open(filepath.Join(c.stateDir, "aliases.db"),
 		store.WithLogger(log), store.WithOnChange(func(n int) { m.Aliases.Set(float64(n)) }))
@@ -224,14 +225,30 @@ func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, rules *resolver.Reso
 			return
 		case <-hup:
 			if err := rules.Reload(); err != nil {
-				m.ConfigReloads.WithLabelValues("failure").Inc()
+				m.ConfigReloads.WithLabelValues(metrics.ReloadFailure).Inc()
 				log.WithError(err).Error("reload of mirror rules failed; the previous rules stay in force")
 				continue
 			}
-			m.ConfigReloads.WithLabelValues("success").Inc()
+			m.SetRules(metricRules(rules.Config()))
+			m.ConfigReloads.WithLabelValues(metrics.ReloadSuccess).Inc()
 			log.Info("mirror rules reloaded")
 		}
 	}
+}
+
+// metricRules tells the metrics which registry and mirror labels the rules
+// can produce: the proxy labels a pull with its rule's prefix and an attempt
+// with the mirror's location, or "source" for the rule's own location.
+func metricRules(c resolver.Config) []metrics.Rule {
+	out := make([]metrics.Rule, 0, len(c.Rules))
+	for _, r := range c.Rules {
+		mr := metrics.Rule{Registry: r.Prefix, Source: !r.Blocked}
+		for _, mirror := range r.Mirrors {
+			mr.Mirrors = append(mr.Mirrors, mirror.Location)
+		}
+		out = append(out, mr)
+	}
+	return out
 }
 
 // watchRuntime keeps cri_mirror_runtime_up current and logs when the

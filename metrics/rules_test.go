@@ -1,0 +1,177 @@
+package metrics
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// series returns "name{label=value,...} value" for every series of the
+// families named, sorted, from a fresh registry holding m.
+func series(t *testing.T, m *Metrics, names ...string) []string {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	if err := m.Register(reg); err != nil {
+		t.Fatal(err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, mf := range mfs {
+		if !slices.Contains(names, mf.GetName()) {
+			continue
+		}
+		for _, metric := range mf.GetMetric() {
+			var l []string
+			for _, lp := range metric.GetLabel() {
+				l = append(l, lp.GetName()+"="+lp.GetValue())
+			}
+			v := metric.GetCounter().GetValue() + metric.GetGauge().GetValue()
+			out = append(out, mf.GetName()+"{"+strings.Join(l, ",")+"} "+formatValue(v))
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func formatValue(v float64) string {
+	if v == 1 {
+		return "1"
+	}
+	if v == 0 {
+		return "0"
+	}
+	return "other"
+}
+
+func has(list []string, want string) bool { return slices.Contains(list, want) }
+
+func TestSetRulesCreatesSeriesAtZero(t *testing.T) {
+	m := New()
+	m.SetRules([]Rule{
+		{Registry: "docker.io", Mirrors: []string{"mirror.local/hub"}, Source: true},
+		{Registry: "registry.k8s.io", Mirrors: []string{"mirror.local/k8s"}}, // NeverContactSource
+		{Registry: "quay.io"}, // blocked, no mirrors
+	})
+	got := series(t, m, namePulls, namePullAttempts, nameAttemptFailures, namePullFallbacks, nameSourcePulls, nameProbes, nameMirrorHealthy)
+
+	for _, reg := range []string{"docker.io", "registry.k8s.io", "quay.io", RegistryNone} {
+		for _, res := range PullResults {
+			if want := "cri_mirror_pulls_total{registry=" + reg + ",result=" + res + "} 0"; !has(got, want) {
+				t.Errorf("missing %s", want)
+			}
+		}
+		for _, name := range []string{nameSourcePulls, namePullFallbacks} {
+			if want := name + "{registry=" + reg + "} 0"; !has(got, want) {
+				t.Errorf("missing %s", want)
+			}
+		}
+	}
+	for _, pair := range [][2]string{{"docker.io", "mirror.local/hub"}, {"docker.io", MirrorSource}, {"registry.k8s.io", "mirror.local/k8s"}, {RegistryNone, MirrorSource}} {
+		for _, res := range AttemptResults {
+			if want := "cri_mirror_pull_attempts_total{mirror=" + pair[1] + ",registry=" + pair[0] + ",result=" + res + "} 0"; !has(got, want) {
+				t.Errorf("missing %s", want)
+			}
+		}
+		for _, reason := range FailureReasons {
+			if want := "cri_mirror_pull_attempt_failures_total{mirror=" + pair[1] + ",reason=" + reason + ",registry=" + pair[0] + "} 0"; !has(got, want) {
+				t.Errorf("missing %s", want)
+			}
+		}
+	}
+	// No attempt against a source that may not be contacted, and no mirror
+	// under a rule that does not name it.
+	for _, s := range got {
+		for _, bad := range []string{"mirror=source,registry=registry.k8s.io", "mirror=source,registry=quay.io", "mirror=mirror.local/hub,registry=registry.k8s.io"} {
+			if strings.Contains(s, bad) {
+				t.Errorf("unexpected series %s", s)
+			}
+		}
+	}
+	for _, mirror := range []string{"mirror.local/hub", "mirror.local/k8s"} {
+		if want := "cri_mirror_mirror_healthy{mirror=" + mirror + "} 1"; !has(got, want) {
+			t.Errorf("missing %s", want)
+		}
+		for _, mode := range ProbeModes {
+			for _, res := range ProbeResults {
+				if want := "cri_mirror_probes_total{mirror=" + mirror + ",mode=" + mode + ",result=" + res + "} 0"; !has(got, want) {
+					t.Errorf("missing %s", want)
+				}
+			}
+		}
+	}
+	if n := len(got); n != 4*(5+2)+4*(7+6)+2*(1+8) {
+		t.Errorf("%d series, want %d:\n%s", n, 4*(5+2)+4*(7+6)+2*(1+8), strings.Join(got, "\n"))
+	}
+}
+
+func TestSetRulesReload(t *testing.T) {
+	m := New()
+	m.SetRules([]Rule{
+		{Registry: "docker.io", Mirrors: []string{"a.local/hub", "b.local/hub"}, Source: true},
+		{Registry: "quay.io", Mirrors: []string{"a.local/quay"}, Source: true},
+	})
+	// Traffic before the reload.
+	m.Pulls.WithLabelValues("docker.io", ResultSuccess).Add(3)
+	m.ObserveAttempt("docker.io", "a.local/hub", ResultSuccess, 0)
+	m.ObserveAttempt("docker.io", "b.local/hub", ResultError, 0)
+	m.ObserveAttempt("quay.io", "a.local/quay", ResultError, 0)
+	m.SetMirrorHealthy("a.local/hub", false)
+	m.SetMirrorHealthy("b.local/hub", false)
+
+	// b.local/hub is removed, quay.io is gone, a.local/quay moves under a
+	// new rule, c.local is new.
+	m.SetRules([]Rule{
+		{Registry: "docker.io", Mirrors: []string{"a.local/hub"}, Source: true},
+		{Registry: "ghcr.io", Mirrors: []string{"a.local/quay", "c.local/ghcr"}, Source: true},
+	})
+	got := series(t, m, namePulls, namePullAttempts, namePullAttemptDuration, nameAttemptFailures, nameSourcePulls, nameProbes, nameMirrorHealthy)
+	for _, s := range got {
+		for _, gone := range []string{"b.local/hub", "registry=quay.io"} {
+			if strings.Contains(s, gone) {
+				t.Errorf("series of a removed rule or mirror kept: %s", s)
+			}
+		}
+	}
+	for _, want := range []string{
+		"cri_mirror_pulls_total{registry=docker.io,result=success} other", // counts survive a reload
+		"cri_mirror_pull_attempts_total{mirror=a.local/hub,registry=docker.io,result=success} 1",
+		"cri_mirror_mirror_healthy{mirror=a.local/hub} 0", // held back: a reload does not reset it
+		"cri_mirror_mirror_healthy{mirror=a.local/quay} 1",
+		"cri_mirror_mirror_healthy{mirror=c.local/ghcr} 1",
+		"cri_mirror_pull_attempts_total{mirror=a.local/quay,registry=ghcr.io,result=error} 0",
+		"cri_mirror_pulls_total{registry=ghcr.io,result=blocked} 0",
+	} {
+		if !has(got, want) {
+			t.Errorf("missing %s in\n%s", want, strings.Join(got, "\n"))
+		}
+	}
+	if v := testutil.ToFloat64(m.Pulls.WithLabelValues("docker.io", ResultSuccess)); v != 3 {
+		t.Errorf("docker.io successes = %v after reload, want 3", v)
+	}
+	// The histogram keeps the series of a pair still configured only.
+	for _, s := range got {
+		if strings.HasPrefix(s, namePullAttemptDuration) && !strings.Contains(s, "mirror=a.local/hub,registry=docker.io") {
+			t.Errorf("histogram series %s after reload", s)
+		}
+	}
+}
+
+func TestSetRulesNoRules(t *testing.T) {
+	m := New()
+	m.SetMirrorHealthy("old.local", true)
+	m.SetRules(nil)
+	got := series(t, m, nameMirrorHealthy, namePulls, namePullAttempts)
+	if has(got, "cri_mirror_mirror_healthy{mirror=old.local} 1") {
+		t.Error("health of a mirror no rule names is kept")
+	}
+	if !has(got, "cri_mirror_pulls_total{registry=none,result=invalid} 0") ||
+		!has(got, "cri_mirror_pull_attempts_total{mirror=source,registry=none,result=success} 0") {
+		t.Errorf("the no-rule registry lacks its series:\n%s", strings.Join(got, "\n"))
+	}
+}

@@ -55,17 +55,21 @@ type group struct {
 	from  []string // objects that contributed, for notes
 }
 
-// Merge combines objects as the machine-config-operator does for a node:
+// Merge combines objects as the machine-config-operator does for a node
+// (openshift/machine-config-operator container-runtime-config helpers and
+// openshift/runtime-utils EditRegistriesConfig):
 //
-//   - entries without a mirror other than the source are ignored;
+//   - the set is refused, as the operator refuses it (keeping the node's old
+//     registries.conf), when two entries for the same source disagree on
+//     mirrorSourcePolicy (an ImageContentSourcePolicy entry counts as
+//     AllowContactingSource, an entry without mirrors counts too), or when a
+//     NeverContactSource entry lists its source among its mirrors;
+//   - entries without a mirror other than the source are then ignored;
 //   - per source, the mirror lists of all entries of the same sort (digest:
 //     ImageDigestMirrorSet and ImageContentSourcePolicy; tag:
 //     ImageTagMirrorSet) are merged into one list that keeps every list's
-//     relative order and names each mirror once; where the lists leave the
-//     order open, mirrors keep the order they were first seen in (the
-//     operator picks alphabetically there; a file given to import has an
-//     order, so it is used), and a conflict (a, b in one object, b, a in
-//     another) is broken the same way and noted;
+//     relative order, breaking ties alphabetically (see mergeOrdered), so
+//     the order of the objects and files does not matter;
 //   - the [[registry]] of a source lists the digest mirrors (digest-only),
 //     then the tag mirrors (tag-only), and is blocked when any entry with
 //     mirrors for that source says NeverContactSource.
@@ -95,17 +99,15 @@ func Merge(objs []Object) (*Config, error) {
 		return nil, ErrNoMirrorSets
 	}
 
+	if err := checkPolicies(c.Objects); err != nil {
+		return nil, err
+	}
+
 	digest, tag := map[string]*group{}, map[string]*group{}
-	var icsp, sets bool
 	for _, o := range c.Objects {
 		groups := digest
 		if o.Kind.TagOnly() {
 			groups = tag
-		}
-		if o.Kind == ImageContentSourcePolicy {
-			icsp = true
-		} else {
-			sets = true
 		}
 		if len(o.Entries) == 0 {
 			c.note("%s (%s) has no entries", o, o.Where())
@@ -130,9 +132,6 @@ func Merge(objs []Object) (*Config, error) {
 				g.from = append(g.from, o.String())
 			}
 		}
-	}
-	if icsp && sets {
-		c.note("OpenShift does not accept ImageContentSourcePolicy objects next to ImageDigestMirrorSet or ImageTagMirrorSet objects; here the ImageContentSourcePolicy entries were merged with the digest mirrors")
 	}
 
 	var sources []string
@@ -172,7 +171,7 @@ func (c *Config) mirrors(source string, g *group, pull string) []Mirror {
 	}
 	merged, conflict := mergeOrdered(source, g.lists)
 	if conflict {
-		c.note("%s: the %s mirror orders of %s conflict; used %s", source, strings.TrimSuffix(pull, "-only"), strings.Join(g.from, ", "), strings.Join(merged, ", "))
+		c.note("%s: the %s mirror orders of %s conflict (or repeat a mirror); used %s", source, strings.TrimSuffix(pull, "-only"), strings.Join(g.from, ", "), strings.Join(merged, ", "))
 	}
 	out := make([]Mirror, len(merged))
 	for i, m := range merged {
@@ -181,69 +180,78 @@ func (c *Config) mirrors(source string, g *group, pull string) []Mirror {
 	return out
 }
 
-// mergeOrdered merges mirror lists into one in which every mirror appears
-// once and, as far as the lists agree, each list's order is kept. The
-// source ranks after every list's last mirror unless a list places it
-// itself; a source that ends up last is dropped, since registries.conf
-// tries it last anyway.
+// mergeOrdered merges mirror lists into one as the machine-config-operator
+// does (openshift/runtime-utils pkg/registries, mergedMirrors and topoGraph):
+// a topological sort of the graph whose edges join neighbours in each list,
+// plus an edge from a list's last mirror to the source when the list does not
+// name the source itself. The sort is Kahn's, with a first-in first-out
+// queue: it starts with the mirrors no edge points to, in alphabetical order;
+// each mirror taken appends the mirrors it frees, in alphabetical order; when
+// the queue is empty but mirrors remain (the lists disagree: conflict is
+// true), the alphabetically first one not yet taken is. A source that ends up
+// last is dropped, since registries.conf tries it last anyway; one placed
+// before a mirror stays a mirror.
 //
-// It is a topological sort of the graph whose edges join neighbours in each
-// list. Among mirrors free to come next, the one seen first wins; when none
-// is free (the lists disagree, conflict is true) the remaining mirror seen
-// first is taken.
+// So the result depends only on the lists' content, never on the order of the
+// objects: [zeta1 zeta2] + [alpha1 alpha2] gives alpha1 zeta1 alpha2 zeta2.
 func mergeOrdered(source string, lists [][]string) (merged []string, conflict bool) {
-	var nodes []string
-	index := map[string]int{}
-	add := func(n string) {
-		if _, ok := index[n]; !ok {
-			index[n] = len(nodes)
-			nodes = append(nodes, n)
+	preds := map[string]map[string]bool{} // mirror → mirrors with an edge to it
+	succs := map[string]map[string]bool{}
+	node := func(n string) {
+		if preds[n] == nil {
+			preds[n], succs[n] = map[string]bool{}, map[string]bool{}
 		}
 	}
-	succ := map[string]map[string]bool{}
-	indegree := map[string]int{}
 	edge := func(from, to string) {
-		if succ[from] == nil {
-			succ[from] = map[string]bool{}
-		}
-		if from == to || succ[from][to] {
-			return
-		}
-		succ[from][to] = true
-		indegree[to]++
+		node(from)
+		node(to)
+		succs[from][to] = true
+		preds[to][from] = true
 	}
 	for _, l := range lists {
-		l = unique(l)
-		for _, m := range l {
-			add(m)
-		}
 		for i := 0; i+1 < len(l); i++ {
 			edge(l[i], l[i+1])
 		}
-		if !slices.Contains(l, source) {
-			add(source)
+		if len(l) > 0 && !slices.Contains(l, source) {
 			edge(l[len(l)-1], source)
 		}
 	}
 
-	used := make([]bool, len(nodes))
-	for len(merged) < len(nodes) {
-		next := -1
-		for i, n := range nodes {
-			if !used[i] && indegree[n] == 0 {
-				next = i
-				break
+	all := make([]string, 0, len(preds))
+	for n := range preds {
+		all = append(all, n)
+	}
+	slices.Sort(all)
+	var queue []string
+	for _, n := range all {
+		if len(preds[n]) == 0 {
+			queue = append(queue, n)
+		}
+	}
+	used := map[string]bool{}
+	next := 0 // into all, for breaking loops
+	for len(merged) < len(all) {
+		var n string
+		if len(queue) > 0 {
+			n, queue = queue[0], queue[1:]
+		} else {
+			for used[all[next]] {
+				next++
+			}
+			n = all[next]
+			conflict = true
+		}
+		used[n] = true
+		merged = append(merged, n)
+		var freed []string
+		for to := range succs[n] {
+			delete(preds[to], n)
+			if len(preds[to]) == 0 && !used[to] {
+				freed = append(freed, to)
 			}
 		}
-		if next < 0 {
-			conflict = true
-			next = slices.Index(used, false)
-		}
-		used[next] = true
-		merged = append(merged, nodes[next])
-		for to := range succ[nodes[next]] {
-			indegree[to]--
-		}
+		slices.Sort(freed)
+		queue = append(queue, freed...)
 	}
 	if len(merged) > 0 && merged[len(merged)-1] == source {
 		merged = merged[:len(merged)-1]
@@ -251,15 +259,37 @@ func mergeOrdered(source string, lists [][]string) (merged []string, conflict bo
 	return merged, conflict
 }
 
-// unique drops repeated values, keeping the first of each.
-func unique(l []string) []string {
-	var out []string
-	for _, s := range l {
-		if !slices.Contains(out, s) {
-			out = append(out, s)
+// checkPolicies refuses what the machine-config-operator refuses before it
+// merges anything: two entries for one source with different
+// mirrorSourcePolicy values, and NeverContactSource with the source among
+// its own mirrors. Without the first check the stricter policy would win
+// silently (and digest pulls lose their source fallback); OpenShift instead
+// keeps the node's previous configuration and reports the error.
+func checkPolicies(objs []Object) error {
+	type first struct {
+		policy MirrorSourcePolicy
+		where  string
+	}
+	seen := map[string]first{}
+	for _, o := range objs {
+		for i, e := range o.Entries {
+			policy := e.MirrorSourcePolicy
+			if policy == "" {
+				policy = AllowContactingSource
+			}
+			where := fmt.Sprintf("%s (%s) spec.%s[%d]", o, o.Where(), o.Kind.specField(), i)
+			if policy == NeverContactSource && slices.Contains(e.Mirrors, e.Source) {
+				return fmt.Errorf("%s: mirrorSourcePolicy NeverContactSource, but the source %q is one of its mirrors; OpenShift refuses this", where, e.Source)
+			}
+			if f, ok := seen[e.Source]; !ok {
+				seen[e.Source] = first{policy, where}
+			} else if f.policy != policy {
+				return fmt.Errorf("conflicting mirrorSourcePolicy for source %q: %s in %s, %s in %s; OpenShift refuses the whole set and keeps the node's previous registries.conf",
+					e.Source, f.policy, f.where, policy, where)
+			}
 		}
 	}
-	return out
+	return nil
 }
 
 func sameEntries(a, b []Entry) bool {

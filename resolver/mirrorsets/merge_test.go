@@ -57,9 +57,10 @@ func TestMerge(t *testing.T) {
 			want: []Registry{{Prefix: "registry.redhat.io", Location: "registry.redhat.io", Mirrors: digestOnly("m.example.com/redhat")}},
 		},
 		{
-			name: "ImageContentSourcePolicy is digest-only; its repeated mirrors collapse",
-			objs: []Object{icsp("release", entry("quay.io/ocp/release", "m.example.com/ocp", "m.example.com/ocp", "n.example.com/ocp"))},
-			want: []Registry{{Prefix: "quay.io/ocp/release", Location: "quay.io/ocp/release", Mirrors: digestOnly("m.example.com/ocp", "n.example.com/ocp")}},
+			name:  "ImageContentSourcePolicy is digest-only; its repeated mirrors collapse",
+			objs:  []Object{icsp("release", entry("quay.io/ocp/release", "m.example.com/ocp", "m.example.com/ocp", "n.example.com/ocp"))},
+			want:  []Registry{{Prefix: "quay.io/ocp/release", Location: "quay.io/ocp/release", Mirrors: digestOnly("m.example.com/ocp", "n.example.com/ocp")}},
+			notes: []string{"conflict (or repeat a mirror)"},
 		},
 		{
 			name: "same source in several objects: orders kept, duplicates dropped",
@@ -78,21 +79,21 @@ func TestMerge(t *testing.T) {
 			want: []Registry{{Prefix: "quay.io/x", Location: "quay.io/x", Mirrors: digestOnly("a.example.com/x", "b.example.com/x", "c.example.com/x", "d.example.com/x", "e.example.com/x")}},
 		},
 		{
-			name: "unrelated lists keep input order",
+			name: "unrelated lists: alphabetical, whatever the input order",
 			objs: []Object{
 				idms("vendor", entry("source.example.com", "vendor-mirror.example.com")),
 				idms("admin", entry("source.example.com", "admin-mirror.example.com")),
 			},
-			want: []Registry{{Prefix: "source.example.com", Location: "source.example.com", Mirrors: digestOnly("vendor-mirror.example.com", "admin-mirror.example.com")}},
+			want: []Registry{{Prefix: "source.example.com", Location: "source.example.com", Mirrors: digestOnly("admin-mirror.example.com", "vendor-mirror.example.com")}},
 		},
 		{
-			name: "conflicting orders: first seen wins, and a note says so",
+			name: "conflicting orders: broken alphabetically, and a note says so",
 			objs: []Object{
-				itms("ab", entry("quay.io/x", "a.example.com/x", "b.example.com/x")),
 				itms("ba", entry("quay.io/x", "b.example.com/x", "a.example.com/x")),
+				itms("ab", entry("quay.io/x", "a.example.com/x", "b.example.com/x")),
 			},
 			want:  []Registry{{Prefix: "quay.io/x", Location: "quay.io/x", Mirrors: tagOnly("a.example.com/x", "b.example.com/x")}},
-			notes: []string{"quay.io/x: the tag mirror orders of ImageTagMirrorSet/ab, ImageTagMirrorSet/ba conflict; used a.example.com/x, b.example.com/x"},
+			notes: []string{"quay.io/x: the tag mirror orders of ImageTagMirrorSet/ba, ImageTagMirrorSet/ab conflict (or repeat a mirror); used a.example.com/x, b.example.com/x"},
 		},
 		{
 			name: "the source listed among the mirrors keeps its place, or goes when last",
@@ -109,7 +110,7 @@ func TestMerge(t *testing.T) {
 		{
 			name: "entries without a real mirror are ignored, NeverContactSource with them",
 			objs: []Object{
-				itms("t", entry("a.example.com"), never(entry("b.example.com", "b.example.com")), entry("c.example.com", "m.example.com/c")),
+				itms("t", entry("a.example.com"), never(entry("b.example.com")), entry("c.example.com", "m.example.com/c")),
 			},
 			want: []Registry{{Prefix: "c.example.com", Location: "c.example.com", Mirrors: tagOnly("m.example.com/c")}},
 			notes: []string{
@@ -126,16 +127,16 @@ func TestMerge(t *testing.T) {
 			name: "digest and tag mirrors of one source share a [[registry]], digests first; NeverContactSource from either blocks it",
 			objs: []Object{
 				itms("tags", never(entry("registry.k8s.io", "m.example.com/k8s", "cache.example.com/k8s"))),
-				idms("digests", entry("registry.k8s.io", "m.example.com/k8s")),
+				idms("digests", never(entry("registry.k8s.io", "m.example.com/k8s"))),
 			},
 			want: []Registry{{Prefix: "registry.k8s.io", Location: "registry.k8s.io", Blocked: true,
 				Mirrors: append(digestOnly("m.example.com/k8s"), tagOnly("m.example.com/k8s", "cache.example.com/k8s")...)}},
 		},
 		{
-			name: "NeverContactSource in one of two objects blocks the source",
+			name: "NeverContactSource in two objects",
 			objs: []Object{
-				idms("a", entry("quay.io/x", "a.example.com/x")),
 				idms("b", never(entry("quay.io/x", "b.example.com/x"))),
+				idms("a", never(entry("quay.io/x", "a.example.com/x"))),
 			},
 			want:  []Registry{{Prefix: "quay.io/x", Location: "quay.io/x", Blocked: true, Mirrors: digestOnly("a.example.com/x", "b.example.com/x")}},
 			notes: []string{"quay.io/x: NeverContactSource with digest mirrors only: tag references under it are refused"},
@@ -146,8 +147,12 @@ func TestMerge(t *testing.T) {
 				icsp("old", entry("quay.io/x", "old.example.com/x")),
 				idms("new", entry("quay.io/x", "new.example.com/x")),
 			},
-			want:  []Registry{{Prefix: "quay.io/x", Location: "quay.io/x", Mirrors: digestOnly("old.example.com/x", "new.example.com/x")}},
-			notes: []string{"OpenShift does not accept ImageContentSourcePolicy objects next to"},
+			want: []Registry{{Prefix: "quay.io/x", Location: "quay.io/x", Mirrors: digestOnly("new.example.com/x", "old.example.com/x")}},
+		},
+		{
+			name: "ImageContentSourcePolicy with a wildcard source",
+			objs: []Object{icsp("wild", entry("*.example.com", "m.example.net/all"))},
+			want: []Registry{{Prefix: "*.example.com", Mirrors: digestOnly("m.example.net/all")}},
 		},
 		{
 			name: "nested sources stay separate rules; sorted by prefix",
@@ -205,12 +210,35 @@ func TestMergeErrors(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "ImageTagMirrorSet/t is defined twice with different content: in.yaml and other.yaml:4") {
 		t.Errorf("Merge of two different t = %v", err)
 	}
+	// What the machine-config-operator refuses, naming both objects.
+	for _, tc := range []struct {
+		objs []Object
+		msg  string
+	}{
+		{[]Object{idms("a", entry("quay.io/x", "a.example.com/x")), idms("b", never(entry("quay.io/x", "b.example.com/x")))},
+			`conflicting mirrorSourcePolicy for source "quay.io/x": AllowContactingSource in ImageDigestMirrorSet/a (in.yaml) spec.imageDigestMirrors[0], NeverContactSource in ImageDigestMirrorSet/b (in.yaml) spec.imageDigestMirrors[0]`},
+		// An entry without mirrors still counts.
+		{[]Object{itms("t", never(entry("quay.io/x", "t.example.com/x"))), idms("d", entry("quay.io/x"))},
+			`conflicting mirrorSourcePolicy for source "quay.io/x": NeverContactSource in ImageTagMirrorSet/t`},
+		// An ImageContentSourcePolicy entry allows contacting the source.
+		{[]Object{icsp("p", entry("quay.io/x", "p.example.com/x")), itms("t", never(entry("quay.io/x", "t.example.com/x")))},
+			`AllowContactingSource in ImageContentSourcePolicy/p (in.yaml) spec.repositoryDigestMirrors[0], NeverContactSource in ImageTagMirrorSet/t`},
+		{[]Object{itms("t", never(entry("quay.io/x", "m.example.com/x", "quay.io/x")))},
+			`ImageTagMirrorSet/t (in.yaml) spec.imageTagMirrors[0]: mirrorSourcePolicy NeverContactSource, but the source "quay.io/x" is one of its mirrors`},
+	} {
+		if _, err := Merge(tc.objs); err == nil || !strings.Contains(err.Error(), tc.msg) {
+			t.Errorf("Merge(%v) = %v, want an error containing %q", tc.objs, err, tc.msg)
+		}
+	}
 	// The same name in another kind is another object.
 	if _, err := Merge([]Object{a, idms("t", entry("quay.io/x", "b.example.com/x"))}); err != nil {
 		t.Errorf("ITMS t and IDMS t: %v", err)
 	}
 }
 
+// TestMergeOrdered pins the machine-config-operator's order, including the
+// examples of its behaviour an operator sees: ties broken alphabetically,
+// breadth first, whatever the order of the objects.
 func TestMergeOrdered(t *testing.T) {
 	const src = "src"
 	for _, tc := range []struct {
@@ -220,12 +248,18 @@ func TestMergeOrdered(t *testing.T) {
 	}{
 		{lists: [][]string{{"a"}}, want: []string{"a"}},
 		{lists: [][]string{{"b", "c"}, {"a", "b"}}, want: []string{"a", "b", "c"}},
-		{lists: [][]string{{"a", "b"}, {"c"}}, want: []string{"a", "b", "c"}},
+		{lists: [][]string{{"a", "b"}, {"c"}}, want: []string{"a", "c", "b"}},
 		{lists: [][]string{{"a", "b", "c"}, {"c", "d", "e"}}, want: []string{"a", "b", "c", "d", "e"}},
 		{lists: [][]string{{"a", "c"}, {"b", "c"}, {"a", "b"}}, want: []string{"a", "b", "c"}},
-		{lists: [][]string{{"a", "b"}, {"b", "a"}}, want: []string{"a", "b"}, conflict: true},
+		{lists: [][]string{{"zeta1", "zeta2"}, {"alpha1", "alpha2"}}, want: []string{"alpha1", "zeta1", "alpha2", "zeta2"}},
+		{lists: [][]string{{"alpha1", "alpha2"}, {"zeta1", "zeta2"}}, want: []string{"alpha1", "zeta1", "alpha2", "zeta2"}},
+		{lists: [][]string{{"m2", "m1"}, {"m1", "m2"}}, want: []string{"m1", "m2"}, conflict: true},
+		{lists: [][]string{{"first", "zz"}, {"first", "aa"}}, want: []string{"first", "aa", "zz"}},
+		{lists: [][]string{{"b", "a"}, {"a", "b"}}, want: []string{"a", "b"}, conflict: true},
 		{lists: [][]string{{"a", "b", "c"}, {"c", "a"}}, want: []string{"a", "b", "c"}, conflict: true},
-		{lists: [][]string{{"a", "a", "b"}}, want: []string{"a", "b"}},
+		// A repeated mirror is a loop too, broken the same way.
+		{lists: [][]string{{"a", "a", "b"}}, want: []string{"a", "b"}, conflict: true},
+		{lists: [][]string{{"x", "x"}, {"b"}}, want: []string{"b", src, "x"}, conflict: true},
 		{lists: [][]string{{"a", src}}, want: []string{"a"}},
 		{lists: [][]string{{"a", src, "b"}}, want: []string{"a", src, "b"}},
 		{lists: [][]string{{src, "a"}, {"b"}}, want: []string{"b", src, "a"}},

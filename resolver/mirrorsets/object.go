@@ -12,11 +12,14 @@
 //
 // Objects are merged the way OpenShift's machine-config-operator renders them
 // on a node (openshift/runtime-utils pkg/registries): one [[registry]] per
-// source; the mirrors of every object naming that source combined, keeping
-// each object's relative order and dropping duplicates; digest mirrors before
-// tag mirrors; and mirrorSourcePolicy: NeverContactSource on any entry with
-// mirrors turning the whole [[registry]] into blocked = true, which in
-// registries.conf v2 means "use the mirrors, never the source".
+// source; the mirrors of every object naming that source combined in the
+// operator's order (each object's relative order kept, ties broken
+// alphabetically, so the order of the objects does not matter); digest
+// mirrors before tag mirrors; and mirrorSourcePolicy: NeverContactSource
+// turning the whole [[registry]] into blocked = true, which in registries.conf
+// v2 means "use the mirrors, never the source". Sets the operator refuses
+// (conflicting mirrorSourcePolicy for one source, NeverContactSource with the
+// source among its mirrors) are refused here too.
 //
 // The package has its own minimal types rather than importing
 // github.com/openshift/api, whose module brings in most of k8s.io; the field

@@ -182,8 +182,6 @@ func TestParseErrors(t *testing.T) {
 			[]string{"spec.imageTagMirrors[0].mirrors[0]", "wildcards are only allowed in a source"}},
 		{"wildcard with path", object(ImageTagMirrorSet, "t", "  - source: \"*.example.com/ns\"\n    mirrors: [m.example.com/app]\n"),
 			[]string{"spec.imageTagMirrors[0].source", `leading "*."`}},
-		{"wildcard in ICSP", object(ImageContentSourcePolicy, "p", "  - source: \"*.example.com\"\n    mirrors: [m.example.com/app]\n"),
-			[]string{"ImageContentSourcePolicy/p: spec.repositoryDigestMirrors[0].source", "wildcards are only allowed in a source"}},
 		{"host that is a Docker Hub namespace", object(ImageTagMirrorSet, "t", "  - source: quay.io/app\n    mirrors: [mirror/app]\n"),
 			[]string{"spec.imageTagMirrors[0].mirrors[0]", "Docker Hub namespace"}},
 		{"trailing slash", object(ImageTagMirrorSet, "t", "  - source: quay.io/app/\n    mirrors: [m.example.com/app]\n"),

@@ -17,7 +17,7 @@ import (
 func TestTOML(t *testing.T) {
 	c, err := Merge([]Object{
 		itms("tags", never(entry("registry.k8s.io", "m.example.com/k8s")), entry("*.gcr.io", "m.example.com/gcr")),
-		idms("digests", entry("registry.k8s.io", "m.example.com/k8s")),
+		idms("digests", never(entry("registry.k8s.io", "m.example.com/k8s"))),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -143,6 +143,7 @@ spec:
   imageDigestMirrors:
   - source: quay.io/ocp
     mirrors: [digests.example.com/ocp]
+    mirrorSourcePolicy: NeverContactSource
   - source: registry.redhat.io
     mirrors: [digests.example.com/redhat]
 ---
@@ -179,7 +180,7 @@ spec:
 		// NeverContactSource: tag pulls try the tag mirrors only.
 		{image: "quay.io/ocp/cli:4.16", want: []string{"tags.example.com/ocp/cli:4.16 tag-only", "cache.example.com/ocp/cli:4.16 tag-only"}},
 		// The same [[registry]] serves digests from the digest mirror, and
-		// NeverContactSource (from the tag set) keeps the source out.
+		// NeverContactSource (both sets must say it) keeps the source out.
 		{image: "quay.io/ocp/cli" + digest, want: []string{"digests.example.com/ocp/cli" + digest + " digest-only"}},
 		// A source without NeverContactSource is the fallback.
 		{image: "nginx:1.27", want: []string{"cache.example.com/hub/library/nginx:1.27 tag-only", "docker.io/library/nginx:1.27 source"}},

@@ -100,9 +100,9 @@ func checkScope(value string, wildcard bool) string {
 // do, calling fail for each problem. field is the entry's path, e.g.
 // spec.imageTagMirrors[2]; lines holds the line of each value for messages.
 func validateEntry(kind Kind, field string, e Entry, lines entryLines, fail func(line int, field, msg string)) {
-	// ImageContentSourcePolicy has no wildcard sources: the operator refuses
-	// them ("wildcard entries are not supported with mirror configuration").
-	if msg := checkScope(e.Source, kind != ImageContentSourcePolicy); msg != "" {
+	// Every kind accepts a wildcard source ("*.example.com"): the CRDs'
+	// patterns allow it, and the operator renders it as a prefix.
+	if msg := checkScope(e.Source, true); msg != "" {
 		fail(lines.source, field+".source", msg)
 	}
 	seen := map[string]bool{}

@@ -24,4 +24,10 @@
 // the new Put overwrites the bad value. A schema version newer than this
 // binary understands is, by contrast, a hard error, since guessing at a newer
 // format could silently drop or misread every alias.
+//
+// For the same reason a damaged file (bbolt panics or faults on some torn or
+// truncated files rather than returning an error) is moved aside and
+// replaced by an empty table, and a file that cannot be written (a read-only
+// state directory) leaves the table in memory only. Open reports both; the
+// caller rebuilds what it can from the runtime.
 package store

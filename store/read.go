@@ -45,3 +45,14 @@ func (s *Store) Len() int {
 	defer s.mu.RUnlock()
 	return len(s.ix.byName)
 }
+
+// ImageIDs returns the image ids the aliases point at, in no order.
+func (s *Store) ImageIDs() []string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	ids := make([]string, 0, len(s.ix.byImage))
+	for id := range s.ix.byImage {
+		ids = append(ids, id)
+	}
+	return ids
+}

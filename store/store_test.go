@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -261,17 +262,6 @@ func TestOpenLockedFailsFast(t *testing.T) {
 	}
 }
 
-func TestOpenNotADatabase(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "aliases.db")
-	if err := os.WriteFile(path, []byte(strings.Repeat("not bolt", 1024)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	_, err := Open(path)
-	if err == nil || !strings.Contains(err.Error(), path) {
-		t.Fatalf("Open(garbage) = %v, want an error naming the path", err)
-	}
-}
-
 func TestDeleteImage(t *testing.T) {
 	var last int
 	s, _ := openTemp(t, WithOnChange(func(n int) { last = n }))
@@ -438,4 +428,43 @@ func TestByRepository(t *testing.T) {
 	if got := s.ByRepository("gcr.io/x"); len(got) != 0 {
 		t.Errorf("ByRepository(gcr.io/x) = %v", got)
 	}
+}
+
+func TestRestoreKeepsExisting(t *testing.T) {
+	var last int
+	s, path := openTemp(t, WithOnChange(func(n int) { last = n }))
+	mustPut(t, s, alias("a:1", "sha256:new", "m/a:1"))
+	n, err := s.Restore([]Alias{
+		alias("a:1", "sha256:old", "m/a:1"), // recorded meanwhile by a pull: kept
+		alias("b:1", "sha256:2", "m/b:1"),
+		alias("b:1", "sha256:3", "m/b:1"), // a second one for the same name: the first wins
+		{Name: "c:1", ImageID: "sha256:2", Mirror: "m/c:1"},
+	})
+	if err != nil || n != 2 {
+		t.Fatalf("Restore = %d, %v; want 2 added", n, err)
+	}
+	if a, _ := s.Get("a:1"); a.ImageID != "sha256:new" {
+		t.Errorf("Restore overwrote a:1 with %s", a.ImageID)
+	}
+	if c, _ := s.Get("c:1"); c.Created.IsZero() {
+		t.Error("Restore left Created zero")
+	}
+	if last != 3 {
+		t.Errorf("onChange last reported %d, want 3", last)
+	}
+	ids := s.ImageIDs()
+	slices.Sort(ids)
+	if !slices.Equal(ids, []string{"sha256:2", "sha256:new"}) {
+		t.Errorf("ImageIDs = %q", ids)
+	}
+	if _, err := s.Restore([]Alias{{Name: "d:1"}}); err == nil {
+		t.Error("Restore of an alias without an image id succeeded")
+	}
+	s.Close()
+	s2, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	equalNames(t, "List after reopen", s2.List(), "a:1", "b:1", "c:1")
 }

@@ -25,20 +25,19 @@ func (s *Store) Put(a Alias) error {
 
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	if s.db == nil {
+	if s.closed {
 		return ErrClosed
 	}
 	if old, ok := s.ix.byName[a.Name]; ok && old.ImageID == a.ImageID && old.Mirror == a.Mirror {
 		return nil
 	}
-	value, err := encode(a)
-	if err != nil {
-		return fmt.Errorf("encode alias %s: %w", a.Name, err)
-	}
-	err = s.db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(aliasesBucket).Put([]byte(a.Name), value)
-	})
-	if err != nil {
+	if err := s.commit(func(b *bolt.Bucket) error {
+		value, err := encode(a)
+		if err != nil {
+			return err
+		}
+		return b.Put([]byte(a.Name), value)
+	}); err != nil {
 		return fmt.Errorf("store alias %s in %s: %w", a.Name, s.path, err)
 	}
 
@@ -67,7 +66,7 @@ func (s *Store) Delete(names ...string) error {
 func (s *Store) DeleteImage(id string) ([]Alias, error) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	if s.db == nil {
+	if s.closed {
 		return nil, ErrClosed
 	}
 	// Reading ix without mu is safe: only the wmu holder changes it.
@@ -88,11 +87,10 @@ func (s *Store) DeleteImage(id string) ([]Alias, error) {
 // deleteLocked commits the deletion, then applies it to memory.
 // The caller holds wmu.
 func (s *Store) deleteLocked(names []string) error {
-	if s.db == nil {
+	if s.closed {
 		return ErrClosed
 	}
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(aliasesBucket)
+	err := s.commit(func(b *bolt.Bucket) error {
 		for _, name := range names {
 			if name == "" {
 				continue // bbolt rejects empty keys; nothing can be stored there
@@ -120,4 +118,67 @@ func (s *Store) deleteLocked(names []string) error {
 		s.notify(n)
 	}
 	return nil
+}
+
+// commit runs fn on the aliases bucket in one transaction; a volatile store
+// has no file, so there is nothing to commit. The caller holds wmu.
+func (s *Store) commit(fn func(b *bolt.Bucket) error) error {
+	if s.volatile {
+		return nil
+	}
+	return s.db.Update(func(tx *bolt.Tx) error { return fn(tx.Bucket(aliasesBucket)) })
+}
+
+// Restore records, in one commit, those of as whose names are not in the
+// table yet, and returns how many it added. It rebuilds a lost table: an
+// alias recorded meanwhile (by a pull) is newer and is kept.
+func (s *Store) Restore(as []Alias) (int, error) {
+	now := time.Now()
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if s.closed {
+		return 0, ErrClosed
+	}
+	var add []Alias
+	seen := map[string]bool{}
+	for _, a := range as {
+		if err := a.validate(); err != nil {
+			return 0, err
+		}
+		if _, ok := s.ix.byName[a.Name]; ok || seen[a.Name] {
+			continue
+		}
+		seen[a.Name] = true
+		if a.Created.IsZero() {
+			a.Created = now
+		}
+		a.Created = normalizeTime(a.Created)
+		add = append(add, a)
+	}
+	if len(add) == 0 {
+		return 0, nil
+	}
+	err := s.commit(func(b *bolt.Bucket) error {
+		for _, a := range add {
+			value, err := encode(a)
+			if err != nil {
+				return err
+			}
+			if err := b.Put([]byte(a.Name), value); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("restore aliases in %s: %w", s.path, err)
+	}
+	s.mu.Lock()
+	for _, a := range add {
+		s.ix.put(a)
+	}
+	n := len(s.ix.byName)
+	s.mu.Unlock()
+	s.notify(n)
+	return len(add), nil
 }

@@ -43,6 +43,10 @@ const (
 	// ReloadSuccess and ReloadFailure are the ConfigReloads results.
 	ReloadSuccess = "success"
 	ReloadFailure = "failure"
+
+	// RebuildRestored and RebuildAmbiguous are the AliasesRebuilt results.
+	RebuildRestored  = "restored"
+	RebuildAmbiguous = "ambiguous"
 )
 
 // PullResults are the result values of cri_mirror_pulls_total.

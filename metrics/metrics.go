@@ -23,6 +23,9 @@ const (
 	nameConfigReloads       = "cri_mirror_config_reloads_total"
 	nameRuntimeUp           = "cri_mirror_runtime_up"
 	nameProbes              = "cri_mirror_probes_total"
+	nameStoreRecoveries     = "cri_mirror_alias_store_recoveries_total"
+	nameStorePersistent     = "cri_mirror_alias_store_persistent"
+	nameAliasesRebuilt      = "cri_mirror_aliases_rebuilt_total"
 )
 
 // grpcNames are the families grpcprom.ServerMetrics exports with the
@@ -72,6 +75,15 @@ type Metrics struct {
 	MirrorHealthy *prometheus.GaugeVec
 	// Aliases is the number of entries in the alias table.
 	Aliases prometheus.Gauge
+	// StoreRecoveries counts damaged alias databases moved aside at start.
+	StoreRecoveries prometheus.Counter
+	// StorePersistent is 1 while alias changes are written to disk, 0 while
+	// they are kept in memory only (the state directory cannot be written).
+	StorePersistent prometheus.Gauge
+	// AliasesRebuilt counts runtime images considered when the alias table
+	// is rebuilt from the runtime. Label result (restored: an alias was
+	// recorded; ambiguous: more than one original name fits, none recorded).
+	AliasesRebuilt *prometheus.CounterVec
 	// ConfigReloads counts registries.conf reloads. Label result (success|failure).
 	ConfigReloads *prometheus.CounterVec
 	// RuntimeUp is 1 while the runtime's image service answers, else 0.
@@ -127,6 +139,18 @@ func New() *Metrics {
 			Name: nameAliases,
 			Help: "Entries in the alias table (original reference to mirrored image).",
 		}),
+		StoreRecoveries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: nameStoreRecoveries,
+			Help: "Damaged alias databases moved aside at start (the table then starts empty and is rebuilt from the runtime).",
+		}),
+		StorePersistent: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: nameStorePersistent,
+			Help: "1 while alias changes are written to disk, 0 while they are kept in memory only because the state directory cannot be written.",
+		}),
+		AliasesRebuilt: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: nameAliasesRebuilt,
+			Help: "Runtime images under a mirror name matched back to an original name when the alias table is rebuilt, by result: restored or ambiguous.",
+		}, []string{"result"}),
 		ConfigReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: nameConfigReloads,
 			Help: "Reloads of the mirror configuration, by result: success or failure.",
@@ -143,13 +167,17 @@ func New() *Metrics {
 	// increase(...{result="failure"}[1h]) sees a zero, not an absent series.
 	m.ConfigReloads.WithLabelValues(ReloadSuccess)
 	m.ConfigReloads.WithLabelValues(ReloadFailure)
+	m.AliasesRebuilt.WithLabelValues(RebuildRestored)
+	m.AliasesRebuilt.WithLabelValues(RebuildAmbiguous)
+	m.StorePersistent.Set(1)
 	return m
 }
 
 func (m *Metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{
 		m.AttemptDuration, m.Attempts, m.AttemptFailures, m.Fallbacks, m.SourcePulls, m.Pulls,
-		m.Probes, m.MirrorHealthy, m.Aliases, m.ConfigReloads, m.RuntimeUp, m.GRPC,
+		m.Probes, m.MirrorHealthy, m.Aliases, m.StoreRecoveries, m.StorePersistent, m.AliasesRebuilt,
+		m.ConfigReloads, m.RuntimeUp, m.GRPC,
 	}
 }
 
@@ -194,7 +222,8 @@ func Names() []string {
 	names := []string{
 		namePullAttemptDuration, namePullAttempts, nameAttemptFailures, namePullFallbacks,
 		nameSourcePulls, namePulls, nameMirrorHealthy, nameAliases,
-		nameConfigReloads, nameRuntimeUp, nameProbes,
+		nameConfigReloads, nameRuntimeUp, nameProbes, nameStoreRecoveries, nameStorePersistent,
+		nameAliasesRebuilt,
 	}
 	names = append(names, grpcNames...)
 	slices.Sort(names)

@@ -9,7 +9,8 @@ import (
 )
 
 // ListImages forwards the listing and shows aliased images under their
-// original names.
+// original names. A complete listing also drops the aliases of images that
+// are gone (pruneStale).
 func (s *Server) ListImages(ctx context.Context, req *runtimeapi.ListImagesRequest) (*runtimeapi.ListImagesResponse, error) {
 	if f := s.aliasFilter(ctx, req.GetFilter()); f != req.GetFilter() {
 		req = &runtimeapi.ListImagesRequest{Filter: f}
@@ -17,6 +18,9 @@ func (s *Server) ListImages(ctx context.Context, req *runtimeapi.ListImagesReque
 	resp, err := s.images.ListImages(ctx, req)
 	if err != nil {
 		return nil, err
+	}
+	if req.GetFilter().GetImage().GetImage() == "" {
+		s.pruneStale(resp.GetImages())
 	}
 	for _, img := range resp.GetImages() {
 		s.translate(img)

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -12,9 +13,11 @@ import (
 	"github.com/cri-mirror-proxy/cri-mirror-proxy/store"
 )
 
-// Resolver turns an image reference into the ordered pull candidates.
+// Resolver turns an image reference into the ordered pull candidates, and
+// a name the runtime holds back into the originals it may stand for.
 type Resolver interface {
 	Resolve(image string) (*resolver.Resolution, error)
+	Originals(ref string) []string
 }
 
 // AliasStore is the persistent table of original name → image pulled from a
@@ -27,6 +30,10 @@ type AliasStore interface {
 	Put(a store.Alias) error
 	Delete(names ...string) error
 	DeleteImage(id string) ([]store.Alias, error)
+	// Restore adds the aliases whose names are not recorded yet.
+	Restore(as []store.Alias) (int, error)
+	// ImageIDs lists the image ids aliases point at.
+	ImageIDs() []string
 }
 
 // Server implements runtimeapi.ImageServiceServer on top of a runtime's
@@ -45,6 +52,7 @@ type Server struct {
 	log      logrus.FieldLogger
 	flights  flights
 	names    names
+	pruning  atomic.Bool // a pruneStale is running
 
 	attemptTimeout time.Duration
 	prober         Prober

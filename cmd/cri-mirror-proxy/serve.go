@@ -130,6 +130,10 @@ func serve(ctx context.Context, c serveConfig) error {
 	}
 	defer aliases.Close()
 	m.Aliases.Set(float64(aliases.Len()))
+	if aliases.MovedAside() != "" {
+		m.StoreRecoveries.Inc()
+	}
+	m.StorePersistent.Set(boolGauge(!aliases.Volatile()))
 
 	conn, err := proxy.DialRuntime(c.runtimeEndpoint)
 	if err != nil {
@@ -194,6 +198,11 @@ func serve(ctx context.Context, c serveConfig) error {
 	}
 	g.Go(func() error { reloadOnHUP(gctx, hup, rules, m, log); return nil })
 	g.Go(func() error { watchRuntime(gctx, srv, m, log); return nil })
+	if aliases.Len() == 0 {
+		// A first start, or a state directory that was wiped or damaged:
+		// what the runtime holds under mirror names tells what was pulled.
+		g.Go(func() error { rebuildAliases(gctx, srv, log); return nil })
+	}
 
 	err = g.Wait()
 	log.Info("cri-mirror-proxy stopped")
@@ -281,6 +290,31 @@ func watchRuntime(ctx context.Context, srv *proxy.Server, m *metrics.Metrics, lo
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+	}
+}
+
+// rebuildAliases runs srv.RebuildAliases once the runtime answers, trying
+// every few seconds for a bounded time (the runtime may start after the
+// proxy).
+func rebuildAliases(ctx context.Context, srv *proxy.Server, log logrus.FieldLogger) {
+	const tries, every = 60, 5 * time.Second
+	for try := 1; ; try++ {
+		cctx, cancel := context.WithTimeout(ctx, time.Minute)
+		restored, ambiguous, err := srv.RebuildAliases(cctx)
+		cancel()
+		if err == nil {
+			log.WithFields(logrus.Fields{"restored": restored, "ambiguous": ambiguous}).Info("alias table rebuilt from the runtime's images")
+			return
+		}
+		if try == tries || ctx.Err() != nil {
+			log.WithError(err).Error("cannot rebuild the alias table from the runtime; original names return as images are pulled again")
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(every):
 		}
 	}
 }

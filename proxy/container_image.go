@@ -84,8 +84,10 @@ func (s *Server) containerAliases(n imageNames) []store.Alias {
 			}
 		}
 	}
-	for _, name := range []string{n.image, n.specRef, n.ref} {
-		if name != "" {
+	for i, name := range []string{n.image, n.specRef, n.ref} {
+		// An image id is no mirror reference; a name reported twice is
+		// looked up once.
+		if name != "" && !isImageID(name) && (i < 1 || name != n.image) && (i < 2 || name != n.specRef) {
 			add(s.aliases.ByMirror(name))
 		}
 	}
@@ -157,23 +159,59 @@ var (
 	containerStatusFields = imageFields{spec: 8, ref: 9, id: 17} // runtimeapi.ContainerStatus
 	containerFields       = imageFields{spec: 4, ref: 5, id: 10} // runtimeapi.Container
 	imageSpecImage        = protowire.Number(1)                  // runtimeapi.ImageSpec.image
-	imageSpecUser         = protowire.Number(18)                 // runtimeapi.ImageSpec.user_specified_image
 	imageSpecRef          = protowire.Number(20)                 // runtimeapi.ImageSpec.image_ref
 )
 
 // rawNamesChange reports whether the undecoded message msg (a
-// ContainerStatus or Container, per f) names a mirror.
+// ContainerStatus or Container, per f) names a mirror. It runs on every
+// answer, so it converts each distinct name once (containerd often reports
+// the image id in several fields) and leaves out the pod's own image name,
+// which only picks among originals once a mirror name is found.
 func (s *Server) rawNamesChange(msg []byte, f imageFields) bool {
-	spec := bytesField(msg, f.spec)
-	n := imageNames{
-		image:   string(bytesField(spec, imageSpecImage)),
-		specRef: string(bytesField(spec, imageSpecRef)),
-		ref:     string(bytesField(msg, f.ref)),
-		id:      string(bytesField(msg, f.id)),
-		user:    string(bytesField(spec, imageSpecUser)),
-	}
+	m := bytesFields(msg, f.spec, f.ref, f.id)
+	spec := bytesFields(m[0], imageSpecImage, imageSpecRef)
+	var n imageNames
+	n.image = once(spec[0])
+	n.specRef = once(spec[1], n.image)
+	n.ref = once(m[1], n.image, n.specRef)
+	n.id = once(m[2], n.image, n.specRef, n.ref)
 	_, changed := s.originals(n)
 	return changed
+}
+
+// bytesFields is bytesField for up to three fields at once, in one pass
+// over b: the last occurrence of each, nil when absent.
+func bytesFields(b []byte, nums ...protowire.Number) (v [3][]byte) {
+	for len(b) > 0 {
+		n, t, l := protowire.ConsumeTag(b)
+		if l < 0 {
+			return [3][]byte{}
+		}
+		b = b[l:]
+		m := protowire.ConsumeFieldValue(n, t, b)
+		if m < 0 {
+			return [3][]byte{}
+		}
+		if t == protowire.BytesType {
+			for i, num := range nums {
+				if n == num {
+					v[i], _ = protowire.ConsumeBytes(b[:m])
+				}
+			}
+		}
+		b = b[m:]
+	}
+	return v
+}
+
+// once returns b as a string, reusing an equal one of seen.
+func once(b []byte, seen ...string) string {
+	for _, s := range seen {
+		if s == string(b) {
+			return s
+		}
+	}
+	return string(b)
 }
 
 // anyRawNamesChange reports whether any occurrence of the repeated field num

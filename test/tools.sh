@@ -20,9 +20,10 @@ log() { printf 'tools.sh: %s\n' "$*" >&2; }
 # --- apt packages -----------------------------------------------------------------------------
 # containerd, runc and docker-registry are the real parts under test; make and curl drive the
 # tests (`make test`, health checks in test/lib.sh) and may be missing on a minimal Debian;
-# promtool (Debian package prometheus) checks the alert rules in deploy/prometheus.
+# promtool (Debian package prometheus) checks the alert rules in deploy/prometheus;
+# systemd-analyze (Debian package systemd; systemd need not be running) checks the unit files.
 missing=()
-for cmd_pkg in containerd:containerd runc:runc docker-registry:docker-registry make:make curl:curl promtool:prometheus; do
+for cmd_pkg in containerd:containerd runc:runc docker-registry:docker-registry make:make curl:curl promtool:prometheus systemd-analyze:systemd; do
   command -v "${cmd_pkg%%:*}" >/dev/null || missing+=("${cmd_pkg#*:}")
 done
 if ((${#missing[@]})); then

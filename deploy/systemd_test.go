@@ -260,3 +260,75 @@ func machineConfigUnits(t *testing.T) map[string][]byte {
 	}
 	return out
 }
+
+// TestMachineConfigUnitReady checks that the unit the MachineConfig writes is
+// started only once the proxy serves: kubelet is ordered after it, and an
+// ordering only waits for readiness with Type=notify. Under podman the
+// notification comes from the container (--sdnotify=container), which
+// systemd accepts only with NotifyAccess=all.
+func TestMachineConfigUnitReady(t *testing.T) {
+	units := machineConfigUnits(t)
+	if len(units) == 0 {
+		t.Fatal("the MachineConfig writes no unit")
+	}
+	for name, body := range units {
+		o := unitOptions(t, body)
+		get := func(key string) string { return strings.Join(o[key], " ") }
+		if get("Service.Type") != "notify" {
+			t.Errorf("%s: Type=%s, want notify: Before=kubelet.service only waits for a started unit", name, get("Service.Type"))
+		}
+		if !slices.Contains(strings.Fields(get("Unit.Before")), "kubelet.service") {
+			t.Errorf("%s: not ordered before kubelet.service", name)
+		}
+		if exec := get("Service.ExecStart"); strings.Contains(exec, "podman run") {
+			if !strings.Contains(exec, "--sdnotify=container") {
+				t.Errorf("%s: podman run without --sdnotify=container: the proxy's READY=1 never reaches systemd", name)
+			}
+			if get("Service.NotifyAccess") != "all" {
+				t.Errorf("%s: NotifyAccess=%s, want all: the notification comes from the container", name, get("Service.NotifyAccess"))
+			}
+			// The proxy's own rules only, never CRI-O's registries.conf.
+			if !strings.Contains(exec, "--registries-conf /dev/null") {
+				t.Errorf("%s: the proxy would also read /etc/containers/registries.conf", name)
+			}
+		}
+	}
+}
+
+// TestMachineConfigDecodeHint runs the decode command the MachineConfig's
+// comments give and compares its output with the file it names.
+func TestMachineConfigDecodeHint(t *testing.T) {
+	for _, tool := range []string{"sh", "grep", "sed", "base64"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not found: %v", tool, err)
+		}
+	}
+	const file = "openshift/machineconfig.yaml"
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hints int
+	for _, line := range strings.Split(string(data), "\n") {
+		cmdline, ok := strings.CutPrefix(line, "#   grep -A4 'path: ")
+		if !ok {
+			continue
+		}
+		hints++
+		target, _, _ := strings.Cut(cmdline, "'")
+		want := machineConfigUnits(t)[path.Base(target)]
+		if want == nil {
+			t.Errorf("the hint decodes %s, which the MachineConfig does not write", target)
+			continue
+		}
+		cmd := exec.Command("sh", "-c", strings.TrimPrefix(line, "#   "))
+		cmd.Dir = ".." // the hint names the file from the repository's root
+		got, err := cmd.Output()
+		if err != nil || !bytes.Equal(got, want) {
+			t.Errorf("%s\nprints (%v):\n%s\nwant:\n%s", line, err, got, want)
+		}
+	}
+	if hints == 0 {
+		t.Errorf("%s: no decode hint in the comments", file)
+	}
+}

@@ -152,6 +152,15 @@ func Merge(objs []Object) (*Config, error) {
 		dg, tg := digest[src], tag[src]
 		r.Mirrors = append(r.Mirrors, c.mirrors(src, dg, PullDigestOnly)...)
 		r.Mirrors = append(r.Mirrors, c.mirrors(src, tg, PullTagOnly)...)
+		if r.Location == "" && slices.ContainsFunc(r.Mirrors, func(m Mirror) bool { return m.Location == src }) {
+			// The operator's merge can place the source before a mirror
+			// (lists that loop, or an ImageContentSourcePolicy repeating a
+			// mirror); it then stays in the list as a mirror. For a wildcard
+			// that mirror is "*.domain": no reference can be rewritten to
+			// it, and every pull it applies to fails on the node.
+			return nil, fmt.Errorf("%s: the machine-config-operator would write the wildcard source %q as one of its own mirrors (the mirror lists of %s loop or repeat a mirror), which fails every pull under it; reorder or deduplicate the mirrors",
+				src, src, strings.Join(append(groupFrom(dg), groupFrom(tg)...), ", "))
+		}
 		r.Blocked = (dg != nil && dg.never) || (tg != nil && tg.never)
 		switch {
 		case r.Blocked && dg == nil:
@@ -257,6 +266,14 @@ func mergeOrdered(source string, lists [][]string) (merged []string, conflict bo
 		merged = merged[:len(merged)-1]
 	}
 	return merged, conflict
+}
+
+// groupFrom names the objects behind a group, none for no group.
+func groupFrom(g *group) []string {
+	if g == nil {
+		return nil
+	}
+	return g.from
 }
 
 // checkPolicies refuses what the machine-config-operator refuses before it

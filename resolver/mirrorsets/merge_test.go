@@ -270,3 +270,14 @@ func TestMergeOrdered(t *testing.T) {
 		}
 	}
 }
+
+// TestMergeWildcardSourceAsMirror: where the operator's order puts a
+// wildcard source before one of its mirrors it would write "*.domain" as a
+// mirror, which breaks every pull under it; import refuses instead.
+func TestMergeWildcardSourceAsMirror(t *testing.T) {
+	// x repeats: a loop, broken alphabetically, and "*" sorts first.
+	_, err := Merge([]Object{icsp("p", entry("*.example.com", "x.example.net", "x.example.net"), entry("*.example.com", "b.example.net"))})
+	if err == nil || !strings.Contains(err.Error(), `would write the wildcard source "*.example.com" as one of its own mirrors`) || !strings.Contains(err.Error(), "ImageContentSourcePolicy/p") {
+		t.Errorf("Merge = %v, want the wildcard-as-mirror refusal naming the object", err)
+	}
+}

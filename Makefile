@@ -20,9 +20,12 @@ run: ## install what is missing and run the demo (a local registry + containerd,
 
 test: unit e2e critest ## everything: unit tests, e2e on real containerd + registry, critest through the proxy
 
-unit: ## unit tests with the race detector (no root, loopback only)
+unit: ## unit tests with the race detector, and the differential tests of test/parity (no root, loopback only)
 	$(GO) vet -tags '$(TAGS)' ./...
 	CGO_ENABLED=1 $(GO) test -race -tags '$(TAGS)' -count=1 ./...
+	# test/parity is a module of its own (its references stay out of go.mod);
+	# without cgo, as two containers/storage versions both bring unshare.c.
+	cd test/parity && CGO_ENABLED=0 $(GO) vet ./... && CGO_ENABLED=0 $(GO) test -count=1 ./...
 
 FUZZTIME ?= 30s
 fuzz: ## run each fuzzer for FUZZTIME (default 30s)

@@ -86,12 +86,13 @@ const (
 
 	ProbePresent      = "present"      // the mirror has the manifest
 	ProbeMissing      = "missing"      // the mirror answered without it
-	ProbeUnreachable  = "unreachable"  // nothing answered in time
+	ProbeUnreachable  = "unreachable"  // no connection could be made in time
+	ProbeSlow         = "slow"         // connected, but no answer in time: the runtime decides
 	ProbeInconclusive = "inconclusive" // credentials, TLS or scheme trouble: the runtime decides
 )
 
 // ProbeModes and ProbeResults list the label values of cri_mirror_probes_total.
 var (
 	ProbeModes   = []string{ProbeBefore, ProbeAlongside}
-	ProbeResults = []string{ProbePresent, ProbeMissing, ProbeUnreachable, ProbeInconclusive}
+	ProbeResults = []string{ProbePresent, ProbeMissing, ProbeUnreachable, ProbeSlow, ProbeInconclusive}
 )

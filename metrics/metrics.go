@@ -129,7 +129,7 @@ func New() *Metrics {
 		}, []string{"registry", "result"}),
 		Probes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: nameProbes,
-			Help: "Manifest probes of mirrors that gave a verdict, by mode (before or alongside the runtime pull) and result: present, missing, unreachable or inconclusive.",
+			Help: "Manifest probes of mirrors that gave a verdict, by mode (before or alongside the runtime pull) and result: present, missing, unreachable (no connection), slow (connected, no answer in time) or inconclusive.",
 		}, []string{"mirror", "mode", "result"}),
 		MirrorHealthy: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: nameMirrorHealthy,

@@ -97,6 +97,9 @@ func (g *mirrorGate) before(ctx context.Context, res *resolver.Resolution, c res
 	}
 	a := pull(ctx)
 	a.probeMode = metrics.ProbeBefore
+	if v.found == probeSlow {
+		a.probe = v.found.String()
+	}
 	return a
 }
 

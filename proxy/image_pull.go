@@ -178,11 +178,19 @@ func (s *Server) attempt(ctx context.Context, req *runtimeapi.PullImageRequest, 
 		s.log.WithFields(logrus.Fields{"image": res.Original.String(), "candidate": c.Ref.String()}).WithError(err).
 			Warn("no credentials for candidate host; pulling anonymously")
 	}
-	actx, bounded := ctx, s.attemptTimeout > 0 && !last
+	// A mirror with another candidate after it is abandoned when it stalls
+	// (see watchProgress) or, if set, after the attempt timeout; the last
+	// candidate gets the caller's whole deadline.
+	actx, stalled := context.WithCancelCause(ctx)
+	defer stalled(nil)
+	bounded := s.attemptTimeout > 0 && !last
 	if bounded {
 		var cancel context.CancelFunc
-		actx, cancel = context.WithTimeout(ctx, s.attemptTimeout)
+		actx, cancel = context.WithTimeout(actx, s.attemptTimeout)
 		defer cancel()
+	}
+	if !last {
+		defer s.watchProgress(actx, stalled)()
 	}
 	start := time.Now()
 	resp, err := s.images.PullImage(actx, &runtimeapi.PullImageRequest{
@@ -197,6 +205,9 @@ func (s *Server) attempt(ctx context.Context, req *runtimeapi.PullImageRequest, 
 		return a
 	case ctx.Err() != nil:
 		a.result = metrics.ResultCanceled
+	case errors.Is(context.Cause(actx), errStalled):
+		a.result, a.reason = metrics.ResultTimeout, metrics.ReasonTimeout
+		a.err = status.Error(codes.DeadlineExceeded, context.Cause(actx).Error())
 	case bounded && (actx.Err() != nil || status.Code(err) == codes.DeadlineExceeded):
 		// The runtime may report the deadline it was sent before the
 		// local context notices it.

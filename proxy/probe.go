@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/http/httptrace"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -26,12 +28,17 @@ const (
 	probePresent
 	// probeAbsent: the mirror answered and does not have it (a cache miss).
 	probeAbsent
-	// probeUnreachable: nothing answered in time.
+	// probeUnreachable: no connection could be made in time.
 	probeUnreachable
+	// probeSlow: a connection was made but no answer came in time. A
+	// pull-through cache fetching a cold repository upstream looks like
+	// this: not proof of a dead mirror, so the runtime decides, bounded by
+	// the stall window.
+	probeSlow
 )
 
 func (r probeResult) String() string {
-	return [...]string{metrics.ProbeInconclusive, metrics.ProbePresent, metrics.ProbeMissing, metrics.ProbeUnreachable}[r]
+	return [...]string{metrics.ProbeInconclusive, metrics.ProbePresent, metrics.ProbeMissing, metrics.ProbeUnreachable, metrics.ProbeSlow}[r]
 }
 
 // Prober checks a mirror candidate before, or while, the runtime is asked to
@@ -94,8 +101,20 @@ func (p *ManifestProbe) Probe(ctx context.Context, res *resolver.Resolution, c r
 	}
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
+	var connected atomic.Bool
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		ConnectDone: func(_, _ string, err error) {
+			if err == nil {
+				connected.Store(true)
+			}
+		},
+	})
 	_, err = docker.GetDigest(ctx, sys, ref)
-	return classifyProbe(ctx, err), err
+	found := classifyProbe(ctx, err)
+	if found == probeUnreachable && connected.Load() {
+		found = probeSlow
+	}
+	return found, err
 }
 
 // classifyProbe sorts a GetDigest error. containers/image reports a 404 on

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -55,6 +56,9 @@ type Server struct {
 	pruning  atomic.Bool // a pruneStale is running
 
 	attemptTimeout time.Duration
+	stallTimeout   time.Duration
+	progress       ingestMeter
+	progressOnce   sync.Once
 	prober         Prober
 	probeOverlap   time.Duration
 	probeDelay     time.Duration
@@ -91,6 +95,9 @@ func New(conn grpc.ClientConnInterface, r Resolver, aliases AliasStore, opts ...
 		metrics:  metrics.New(),
 		log:      logrus.StandardLogger(),
 		cooldown: DefaultCooldown,
+		progress: newContainerdIngests(conn),
+
+		stallTimeout: DefaultStallTimeout,
 
 		probeOverlap: DefaultProbeOverlap,
 		probeDelay:   probeDelay,

@@ -33,6 +33,7 @@ type serveConfig struct {
 	metricsAddress  string
 	authFile        string
 	attemptTimeout  time.Duration
+	stallTimeout    time.Duration
 	probe           bool
 	probeTimeout    time.Duration
 	probeOverlap    time.Duration
@@ -65,6 +66,7 @@ func parseServe(name string, args []string, stderr io.Writer) (serveConfig, erro
 	f.String(&c.metricsAddress, "metrics-address", "127.0.0.1:9464", "HTTP address for /metrics, /healthz, /readyz (empty: off)")
 	f.String(&c.authFile, "auth-file", "", "auth.json with credentials for mirror hosts (default: the containers/image search order)")
 	f.Duration(&c.attemptTimeout, "attempt-timeout", 0, "bound on a mirror attempt that has another candidate after it (0: the caller's deadline only)")
+	f.Duration(&c.stallTimeout, "stall-timeout", proxy.DefaultStallTimeout, "a mirror attempt that has another candidate after it is abandoned when the runtime downloads nothing, or under 1 KiB/s while downloading, for this long (containerd only: read from its ingest progress; 0: off)")
 	f.Bool(&c.probe, "probe", true, "check a mirror has the manifest (HEAD, containers/image docker transport) before, or while (see --probe-overlap), the runtime pulls from it")
 	f.Duration(&c.probeTimeout, "probe-timeout", 2*time.Second, "bound on one manifest probe")
 	f.Duration(&c.probeOverlap, "probe-overlap", proxy.DefaultProbeOverlap, "a mirror whose last answer within this long was a hit is pulled from at once, and probed alongside a pull that takes over 250ms; a missing or unreachable verdict stops that pull (0: always probe first)")
@@ -146,6 +148,7 @@ func serve(ctx context.Context, c serveConfig) error {
 		proxy.WithCredentials(proxy.NewAuthFile(c.authFile)),
 		proxy.WithLogger(log),
 		proxy.WithAttemptTimeout(c.attemptTimeout),
+		proxy.WithStallTimeout(c.stallTimeout),
 		proxy.WithCooldown(c.cooldown),
 		proxy.WithProbeOverlap(c.probeOverlap),
 	}

@@ -36,6 +36,7 @@ const (
 	faultCutBody            // send the headers and half the body, then close the connection
 	faultTamper             // send the registry's answer with one byte of the body changed
 	faultCloseNoReply       // close the connection without an answer
+	faultTrickle            // send the headers, then the body a byte at a time, 4 bytes a second
 )
 
 // frontRequest is one request a registryFront received, as it arrived.
@@ -173,7 +174,7 @@ func (f *registryFront) serve(w http.ResponseWriter, r *http.Request) {
 		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
 			conn.Close()
 		}
-	case faultCutBody, faultTamper:
+	case faultCutBody, faultTamper, faultTrickle:
 		f.serveBroken(w, r, ft)
 	}
 }
@@ -215,7 +216,11 @@ func (f *registryFront) serveBroken(w http.ResponseWriter, r *http.Request, ft f
 	if ft == faultTamper && resp.StatusCode == http.StatusOK && len(body) > 0 {
 		body = tamper(body)
 	}
-	if ft == faultTamper || resp.StatusCode != http.StatusOK {
+	if ft == faultTrickle && resp.StatusCode == http.StatusOK {
+		f.trickle(w, r, resp, body)
+		return
+	}
+	if ft == faultTamper || ft == faultTrickle || resp.StatusCode != http.StatusOK {
 		for k, vs := range resp.Header {
 			for _, v := range vs {
 				w.Header().Add(k, v)
@@ -232,6 +237,33 @@ func (f *registryFront) serveBroken(w http.ResponseWriter, r *http.Request, ft f
 	}
 	defer conn.Close()
 	writeCutResponse(buf, resp, r.Method, body[:len(body)/2], len(body))
+}
+
+// trickle sends the registry's answer a byte at a time, until the body ends, the client goes
+// away or the front closes.
+func (f *registryFront) trickle(w http.ResponseWriter, r *http.Request, resp *http.Response, body []byte) {
+	for k, vs := range resp.Header {
+		for _, v := range vs {
+			w.Header().Add(k, v)
+		}
+	}
+	w.WriteHeader(resp.StatusCode)
+	if r.Method == http.MethodHead {
+		return
+	}
+	rc := http.NewResponseController(w)
+	for _, b := range body {
+		if _, err := w.Write([]byte{b}); err != nil || rc.Flush() != nil {
+			return
+		}
+		select {
+		case <-time.After(250 * time.Millisecond):
+		case <-r.Context().Done():
+			return
+		case <-f.closing:
+			return
+		}
+	}
 }
 
 func writeCutResponse(buf *bufio.ReadWriter, resp *http.Response, method string, part []byte, total int) {

@@ -44,7 +44,7 @@ func TestMirrorHealth(t *testing.T) {
 		allowHost(t, env.ctd, f.host, "http://"+f.host)
 		return f, &hole
 	}
-	probeArgs := proxyOpts{args: []string{"--probe-timeout", "1s", "--mirror-cooldown", "10m"}}
+	probeArgs := proxyOpts{args: []string{"--probe-timeout", "1s", "--mirror-cooldown", "10m", "--stall-timeout", "3s"}}
 
 	t.Run("black-holed", func(t *testing.T) {
 		front, hole := holeFront(t)
@@ -55,9 +55,14 @@ func TestMirrorHealth(t *testing.T) {
 		}}), probeArgs)
 		p.t = t
 		pullFromGood(t, p, "e2e/health-hole", 1)
+		// The probe connects and gets no answer: a slow mirror, maybe, so the runtime is sent
+		// there; it downloads nothing for the stall window and the attempt is abandoned.
 		m := p.metrics()
-		if n := m.sum(attempts, map[string]string{"mirror": bad, "result": "unreachable"}); n != 1 {
-			t.Errorf("unreachable attempts on the black hole = %v, want 1\n%s", n, m.dump("cri_mirror_pull_attempts"))
+		if n := m.sum("cri_mirror_probes_total", map[string]string{"mirror": bad, "result": "slow"}); n != 1 {
+			t.Errorf("slow probes of the black hole = %v, want 1\n%s", n, m.dump("cri_mirror_probes"))
+		}
+		if n := m.sum(attempts, map[string]string{"mirror": bad, "result": "timeout"}); n != 1 {
+			t.Errorf("timed out attempts on the black hole = %v, want 1\n%s", n, m.dump("cri_mirror_pull_attempts"))
 		}
 		if n := m.sum(failures, map[string]string{"mirror": bad, "reason": "timeout"}); n != 1 {
 			t.Errorf("timeout failures of the black hole = %v, want 1\n%s", n, m.dump(failures))
@@ -65,11 +70,10 @@ func TestMirrorHealth(t *testing.T) {
 		if n := m.sum(healthy, map[string]string{"mirror": bad}); n != 0 {
 			t.Errorf("%s{mirror=%q} = %v, want 0", healthy, bad, n)
 		}
-		seen := len(front.requests())
-		if n := front.count(func(r frontRequest) bool { return fromRuntime(r.UserAgent) }); n != 0 {
-			t.Errorf("containerd sent %d requests to the black hole; the probe should have kept it away\n%s", n, front.dump(20))
+		if !hasLogLine(readFile(p.logPath()), "result=timeout", "stalled") {
+			t.Errorf("no log line saying the attempt stalled")
 		}
-
+		seen := len(front.requests())
 		pullFromGood(t, p, "e2e/health-hole/next", 5)
 		m = p.metrics()
 		if n := m.sum(attempts, map[string]string{"mirror": bad, "result": "skipped"}); n != 5 {
@@ -143,7 +147,9 @@ func TestMirrorHealth(t *testing.T) {
 		want := mustPushRandom(t, env.mirror.host+"/m2/"+repo+"/b:v1")
 		p.mustPull(sourceHost+"/"+repo+"/b:v1", want)
 		m := p.metrics()
-		for result, n := range map[string]float64{"success": 1, "unreachable": 1, "canceled": 0, "error": 0} {
+		// The alongside probe finds the mirror slow, not dead, and lets the pull go on; the pull
+		// downloads nothing for the stall window and is abandoned.
+		for result, n := range map[string]float64{"success": 1, "timeout": 1, "unreachable": 0, "canceled": 0, "error": 0} {
 			if got := m.sum(attempts, map[string]string{"mirror": flaky, "result": result}); got != n {
 				t.Errorf("%s attempts on the mirror = %v, want %v\n%s", result, got, n, m.dump("cri_mirror_pull_attempts"))
 			}
@@ -159,8 +165,69 @@ func TestMirrorHealth(t *testing.T) {
 				t.Errorf("probes %s = %v, want %v\n%s", mode, got, n, m.dump("cri_mirror_probes"))
 			}
 		}
-		if !hasLogLine(readFile(p.logPath()), "probe_mode=alongside", "result=unreachable") {
-			t.Errorf("no log line of the alongside probe stopping the pull")
+		if !hasLogLine(readFile(p.logPath()), "probe_mode=alongside", "result=timeout") {
+			t.Errorf("no log line of the stalled alongside pull")
 		}
+	})
+
+	t.Run("slow cache", func(t *testing.T) {
+		// A pull-through cache answers HEAD for a cold repository after 2s, over the 1s probe
+		// timeout: slow, not dead. The pull is served there and the mirror stays healthy.
+		f := newRegistryFront(t, env.mirror.host)
+		f.delayFor = func(r *http.Request) time.Duration {
+			if r.Method == http.MethodHead && isManifest(r) {
+				return 2 * time.Second
+			}
+			return 0
+		}
+		allowHost(t, env.ctd, f.host, "http://"+f.host)
+		repo := "e2e/health-slow"
+		slow := f.host + "/m1/" + repo
+		p := startProxyWith(t, registriesConf(rule{prefix: sourceHost + "/" + repo, mirrors: []mirror{
+			{location: slow}, {location: env.mirrorLoc("m2") + "/" + repo},
+		}}), probeArgs)
+		p.t = t
+		want := mustPushRandom(t, env.mirror.host+"/m1/"+repo+"/a:v1")
+		p.mustPull(sourceHost+"/"+repo+"/a:v1", want)
+		m := p.metrics()
+		if n := m.sum("cri_mirror_probes_total", map[string]string{"mirror": slow, "result": "slow"}); n != 1 {
+			t.Errorf("slow probes = %v, want 1\n%s", n, m.dump("cri_mirror_probes"))
+		}
+		if n := m.sum(attempts, map[string]string{"mirror": slow, "result": "success"}); n != 1 {
+			t.Errorf("successful attempts on the slow cache = %v, want 1\n%s", n, m.dump("cri_mirror_pull_attempts"))
+		}
+		if n := m.sum(failures, map[string]string{"mirror": slow}); n != 0 {
+			t.Errorf("failures of the slow cache = %v, want 0\n%s", n, m.dump(failures))
+		}
+	})
+
+	t.Run("trickling blobs", func(t *testing.T) {
+		// A mirror that sends its blobs at 4 bytes a second: the pull moves bytes, far too few,
+		// and is abandoned after the stall window for the next mirror, which has the image.
+		f := newRegistryFront(t, env.mirror.host)
+		f.faultFor = func(r *http.Request) fault {
+			if isBlob(r) {
+				return faultTrickle
+			}
+			return faultNone
+		}
+		allowHost(t, env.ctd, f.host, "http://"+f.host)
+		repo := "e2e/health-trickle"
+		trickle := f.host + "/m1/" + repo
+		p := startProxyWith(t, registriesConf(rule{prefix: sourceHost + "/" + repo, mirrors: []mirror{
+			{location: trickle}, {location: env.mirrorLoc("m2") + "/" + repo},
+		}}), probeArgs)
+		p.t = t
+		img := mustPushRandom(t, env.mirror.host+"/m1/"+repo+"/a:v1", env.mirror.host+"/m2/"+repo+"/a:v1")
+		start := time.Now()
+		p.mustPull(sourceHost+"/"+repo+"/a:v1", img)
+		m := p.metrics()
+		if n := m.sum(attempts, map[string]string{"mirror": trickle, "result": "timeout"}); n != 1 {
+			t.Errorf("timed out attempts on the trickling mirror = %v, want 1\n%s", n, m.dump("cri_mirror_pull_attempts"))
+		}
+		if n := f.count(func(r frontRequest) bool { return fromRuntime(r.UserAgent) && blobPath.MatchString(r.Path) }); n == 0 {
+			t.Errorf("containerd fetched no blob from the trickling mirror\n%s", f.dump(20))
+		}
+		t.Logf("served by the next mirror after %s", time.Since(start).Round(100*time.Millisecond))
 	})
 }

@@ -105,8 +105,12 @@ func TestSetRulesCreatesSeriesAtZero(t *testing.T) {
 			}
 		}
 	}
-	if n := len(got); n != 4*(5+2)+4*(7+6)+2*(1+8) {
-		t.Errorf("%d series, want %d:\n%s", n, 4*(5+2)+4*(7+6)+2*(1+8), strings.Join(got, "\n"))
+	// Per registry: pulls by result, fallbacks, source pulls. Per (registry,
+	// mirror): attempts by result, failures by reason. Per mirror: health,
+	// probes by mode and result.
+	want := 4*(len(PullResults)+2) + 4*(len(AttemptResults)+len(FailureReasons)) + 2*(1+len(ProbeModes)*len(ProbeResults))
+	if n := len(got); n != want {
+		t.Errorf("%d series, want %d:\n%s", n, want, strings.Join(got, "\n"))
 	}
 }
 

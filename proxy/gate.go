@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -31,7 +32,16 @@ type mirrorGate struct {
 	overlap time.Duration // see WithProbeOverlap
 	delay   time.Duration // see probeDelay
 	metrics *metrics.Metrics
+
+	mu       sync.Mutex
+	inFlight map[string]int // probes running per mirror, at most maxProbesPerMirror
 }
+
+// maxProbesPerMirror bounds the probes in flight against one mirror. A burst
+// of distinct pulls must not queue hundreds of HEADs on a mirror, nor starve
+// them on the node's CPU until they time out and hold a healthy mirror back:
+// beyond the bound, pulls go to the runtime unprobed.
+const maxProbesPerMirror = 8
 
 // pullFunc asks the runtime to pull the candidate under ctx.
 type pullFunc func(ctx context.Context) attempt
@@ -153,6 +163,10 @@ type probeVerdict struct {
 // probe asks the prober about c and counts the verdict. A probe stopped by
 // its context says nothing: its verdict is inconclusive and not counted.
 func (g *mirrorGate) probe(ctx context.Context, res *resolver.Resolution, c resolver.Candidate, mode string) probeVerdict {
+	if !g.takeProbeSlot(c.Location) {
+		return probeVerdict{mode: mode, found: probeInconclusive}
+	}
+	defer g.releaseProbeSlot(c.Location)
 	start := time.Now()
 	found, err := g.prober.Probe(ctx, res, c)
 	if ctx.Err() != nil {
@@ -160,6 +174,27 @@ func (g *mirrorGate) probe(ctx context.Context, res *resolver.Resolution, c reso
 	}
 	g.metrics.Probes.WithLabelValues(c.Location, mode, found.String()).Inc()
 	return probeVerdict{mode: mode, found: found, err: err, took: time.Since(start)}
+}
+
+func (g *mirrorGate) takeProbeSlot(mirror string) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.inFlight[mirror] >= maxProbesPerMirror {
+		return false
+	}
+	if g.inFlight == nil {
+		g.inFlight = map[string]int{}
+	}
+	g.inFlight[mirror]++
+	return true
+}
+
+func (g *mirrorGate) releaseProbeSlot(mirror string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.inFlight[mirror]--; g.inFlight[mirror] <= 0 {
+		delete(g.inFlight, mirror)
+	}
 }
 
 // skip turns a verdict that keeps the runtime away from the mirror into the

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -90,5 +91,50 @@ func TestBadContentOpensTheBreaker(t *testing.T) {
 				t.Errorf("mirror held back = %v, want %v", held, tc.fault)
 			}
 		})
+	}
+}
+
+// TestProbesPerMirrorAreBounded: a burst of distinct pulls runs at most
+// maxProbesPerMirror probes against one mirror at a time; the other pulls go
+// to the runtime unprobed instead of waiting, and every pull succeeds.
+func TestProbesPerMirrorAreBounded(t *testing.T) {
+	const pulls = 3 * maxProbesPerMirror
+	var running, most atomic.Int32
+	release := make(chan struct{})
+	h := newHarness(t, WithProbeOverlap(0), WithProber(funcProber(func(ctx context.Context, c resolver.Candidate) (probeResult, error) {
+		n := running.Add(1)
+		defer running.Add(-1)
+		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+		}
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return probePresent, nil
+	})))
+	for i := range pulls {
+		h.rt.publish(fmt.Sprintf("mirror-a.test/hub/library/burst%d:1", i), fmt.Sprint(i))
+	}
+	errs := make(chan error, pulls)
+	for i := range pulls {
+		go func() {
+			_, err := h.pull(fmt.Sprintf("burst%d:1", i), nil)
+			errs <- err
+		}()
+	}
+	// The pulls beyond the bound finish without a probe; then let the probes answer.
+	for range pulls - maxProbesPerMirror {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(release)
+	for range maxProbesPerMirror {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if m := most.Load(); m != maxProbesPerMirror {
+		t.Errorf("most probes at once = %d, want %d", m, maxProbesPerMirror)
 	}
 }

@@ -30,6 +30,23 @@ func Serve(ctx context.Context, addr string, h http.Handler) error {
 	return serve(ctx, ln, h)
 }
 
+// Listen binds addr (host:port) for ServeListener. A caller binds before it
+// announces itself, so that a taken port is an error at start, not a
+// failure after "serving".
+func Listen(addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics endpoint: listen on %s: %w", addr, err)
+	}
+	return ln, nil
+}
+
+// ServeListener is Serve on a listener from Listen, which it closes before
+// returning.
+func ServeListener(ctx context.Context, ln net.Listener, h http.Handler) error {
+	return serve(ctx, ln, h)
+}
+
 // serve owns ln and closes it before returning.
 func serve(ctx context.Context, ln net.Listener, h http.Handler) error {
 	addr := ln.Addr().String()

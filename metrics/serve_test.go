@@ -78,6 +78,38 @@ func TestServeListenErrorNamesAddr(t *testing.T) {
 	}
 }
 
+func TestListenBusyPort(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	addr := busy.Addr().String()
+	if ln, err := Listen(addr); err == nil || !strings.Contains(err.Error(), addr) {
+		if ln != nil {
+			ln.Close()
+		}
+		t.Fatalf("Listen on a busy port = %v, want an error naming %s", err, addr)
+	}
+
+	ln, err := Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- ServeListener(ctx, ln, NewHandler(prometheus.NewRegistry(), nil)) }()
+	resp, err := http.Get("http://" + ln.Addr().String() + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	cancel()
+	if err := waitErr(t, errc); err != nil {
+		t.Errorf("ServeListener after cancel = %v, want nil", err)
+	}
+}
+
 // A request still running at shutdown sees its context end, so it cannot
 // hold the process for the whole grace period.
 func TestServeCancelsInFlightRequests(t *testing.T) {

@@ -228,6 +228,6 @@ func (g *mirrorGate) healthChanged(log logrus.FieldLogger) func(mirror string, h
 			return
 		}
 		g.metrics.SetMirrorHealthy(mirror, false)
-		log.WithField("cooldown", g.breaker.cooldown.String()).Warn("mirror failed: held back for the cool-down")
+		log.WithField("cooldown", g.breaker.cooldown).Warn("mirror failed: held back for the cool-down")
 	}
 }

@@ -238,7 +238,7 @@ func (s *Server) report(res *resolver.Resolution, c resolver.Candidate, n int, a
 
 	log := s.log.WithFields(logrus.Fields{
 		"image": res.Original.String(), "candidate": c.Ref.String(), "mirror": mirror, "attempt": n,
-		"result": a.result, "duration": a.took.Round(time.Millisecond).String(),
+		"result": a.result, "duration": a.took.Round(time.Millisecond),
 	})
 	if a.probeMode != "" {
 		log = log.WithField("probe_mode", a.probeMode)
@@ -259,7 +259,7 @@ func (s *Server) report(res *resolver.Resolution, c resolver.Candidate, n int, a
 // logPull writes the one summary line of a shared pull.
 func (s *Server) logPull(res *resolver.Resolution, servedBy string, attempts int, start time.Time, err error) {
 	log := s.log.WithFields(logrus.Fields{
-		"image": res.Original.String(), "attempts": attempts, "duration": time.Since(start).Round(time.Millisecond).String(),
+		"image": res.Original.String(), "attempts": attempts, "duration": time.Since(start).Round(time.Millisecond),
 	})
 	if err != nil {
 		log.WithError(err).Warn("pull failed")

@@ -36,16 +36,67 @@ type flags struct {
 	file     string            // config file read, "" if none
 	settings map[string]string // its settings, by flag name
 	origin   map[string]string // where a flag's value came from when not the command line
+
+	args           []string // positional arguments, after parse
+	argName        string   // what a positional argument is, for errors: IMAGE, FILE
+	stdout, stderr io.Writer
+	intro          string          // printed by usage before the flags
+	hidden         map[string]bool // accepted (and read from the config file) but not listed in usage
+	cliOnly        map[string]bool // command-line only: not a setting of the config file or environment
 }
 
-func newFlags(name, synopsis string, stderr io.Writer) *flags {
+// newFlags makes the flag set of one command. Its --help goes to stdout and
+// lists that command's flags only; a usage error goes to stderr.
+func newFlags(name, synopsis string, stdout, stderr io.Writer) *flags {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: cri-mirror-proxy %s\n\nFlags:\n", synopsis)
-		fs.PrintDefaults()
+	fs.SetOutput(io.Discard) // parse prints help and errors itself
+	return &flags{
+		fs: fs, origin: map[string]string{}, stdout: stdout, stderr: stderr,
+		intro:  fmt.Sprintf("Usage: cri-mirror-proxy %s\n\nFlags:\n", synopsis),
+		hidden: map[string]bool{}, cliOnly: map[string]bool{},
 	}
-	return &flags{fs: fs, origin: map[string]string{}}
+}
+
+// hide keeps flags out of usage: settings a command accepts, so that it
+// reads the same config file and environment as serve, but does not use.
+func (f *flags) hide(names ...string) {
+	for _, n := range names {
+		f.hidden[n] = true
+	}
+}
+
+// usage writes the command's synopsis and its visible flags to w.
+func (f *flags) usage(w io.Writer) {
+	fmt.Fprint(w, f.intro)
+	visible := flag.NewFlagSet(f.fs.Name(), flag.ContinueOnError)
+	visible.SetOutput(w)
+	f.fs.VisitAll(func(fl *flag.Flag) {
+		if !f.hidden[fl.Name] {
+			visible.Var(fl.Value, fl.Name, fl.Usage)
+			visible.Lookup(fl.Name).DefValue = fl.DefValue
+		}
+	})
+	visible.PrintDefaults()
+}
+
+// Output declares -o, the output format of a command that prints a report:
+// text (for people) or json (for programs). It is command-line only.
+func (f *flags) Output(p *string) {
+	*p = "text"
+	f.fs.Var((*outputValue)(p), "o", "output `format`: text or json")
+	f.cliOnly["o"] = true
+}
+
+type outputValue string
+
+func (o *outputValue) String() string { return string(*o) }
+
+func (o *outputValue) Set(s string) error {
+	if s != "text" && s != "json" {
+		return fmt.Errorf("%q is not text or json", s)
+	}
+	*o = outputValue(s)
+	return nil
 }
 
 // loadConfig reads the config file named by --config in args, by its
@@ -182,9 +233,12 @@ func (f *flags) fail(err error) {
 	}
 }
 
-// parse parses args and wants exactly nargs positional arguments. A config
-// file setting that names no flag is an error: a typo must not pass.
-func (f *flags) parse(args []string, nargs int) error {
+// parse parses args, flags and positional arguments in any order (a "--"
+// ends the flags), and wants between min and max positional arguments (max
+// < 0: no limit). A config file setting that names no flag is an error: a
+// typo must not pass. --help prints usage to stdout and returns
+// flag.ErrHelp; bad input prints usage to stderr and returns exit code 2.
+func (f *flags) parse(args []string, min, max int) error {
 	if f.err != nil {
 		return &exitError{code: 2, err: f.err}
 	}
@@ -194,34 +248,79 @@ func (f *flags) parse(args []string, nargs int) error {
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		if k == "config" || f.fs.Lookup(k) == nil {
+		if k == "config" || f.cliOnly[k] || f.fs.Lookup(k) == nil {
 			return &exitError{code: 2, err: fmt.Errorf("config file %s: unknown setting %q (settings are the flag names of %q)", f.file, k, f.fs.Name())}
 		}
 	}
-	if err := f.fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			return err
+	var positional []string
+	rest := args
+	for {
+		if err := f.fs.Parse(rest); err != nil {
+			if err == flag.ErrHelp {
+				f.usage(f.stdout)
+				return err
+			}
+			f.usage(f.stderr)
+			return &exitError{code: 2, err: fmt.Errorf("%s: %w", f.fs.Name(), err)}
 		}
-		return &exitError{code: 2, err: err}
+		left := f.fs.Args()
+		if len(left) == 0 {
+			break
+		}
+		if consumed := len(rest) - len(left); consumed > 0 && rest[consumed-1] == "--" {
+			positional = append(positional, left...)
+			break
+		}
+		positional = append(positional, left[0])
+		rest = left[1:]
 	}
-	if f.fs.NArg() != nargs {
-		f.fs.Usage()
-		return &exitError{code: 2, err: fmt.Errorf("%s: want %d argument(s), got %d", f.fs.Name(), nargs, f.fs.NArg())}
+	if len(positional) < min || (max >= 0 && len(positional) > max) {
+		f.usage(f.stderr)
+		want := "no arguments"
+		switch {
+		case max < 0:
+			want = fmt.Sprintf("at least %d %s", min, f.argName)
+		case max > 0:
+			want = fmt.Sprintf("%d %s", max, f.argName)
+		}
+		return &exitError{code: 2, err: fmt.Errorf("%s: want %s, got %d argument(s)", f.fs.Name(), want, len(positional))}
 	}
-	f.fs.Visit(func(fl *flag.Flag) { f.origin[fl.Name] = "command line" })
+	f.args = positional
+	f.fs.Visit(func(fl *flag.Flag) {
+		if !f.cliOnly[fl.Name] {
+			f.origin[fl.Name] = "command line"
+		}
+	})
 	return nil
 }
 
-// describe prints every setting with its value and where it came from.
-func (f *flags) describe(w io.Writer) {
+// setting is one effective setting and where its value came from: the
+// command line, an environment variable, the config file, or "default".
+type setting struct {
+	Name   string `json:"name"`
+	Value  string `json:"value"`
+	Source string `json:"source"`
+}
+
+// settingList returns every setting, by name.
+func (f *flags) settingList() []setting {
+	var out []setting
 	f.fs.VisitAll(func(fl *flag.Flag) {
-		if fl.Name == "config" {
+		if fl.Name == "config" || f.cliOnly[fl.Name] {
 			return
 		}
 		source := f.origin[fl.Name]
 		if source == "" {
 			source = "default"
 		}
-		fmt.Fprintf(w, "  %-20s %-45s (%s)\n", fl.Name, fl.Value.String(), source)
+		out = append(out, setting{Name: fl.Name, Value: fl.Value.String(), Source: source})
 	})
+	return out
+}
+
+// describe prints every setting with its value and where it came from.
+func (f *flags) describe(w io.Writer) {
+	for _, s := range f.settingList() {
+		fmt.Fprintf(w, "  %-20s %-45s (%s)\n", s.Name, s.Value, s.Source)
+	}
 }

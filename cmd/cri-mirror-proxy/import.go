@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -38,29 +37,16 @@ type importConfig struct {
 	stderr io.Writer // notes about the conversion
 }
 
-func parseImport(args []string, stderr io.Writer) (importConfig, error) {
+func parseImport(args []string, stdout, stderr io.Writer) (importConfig, error) {
 	c := importConfig{stdin: os.Stdin, stderr: stderr}
-	f := newFlags("import", "import [flags] FILE...", stderr)
-	f.fs.Usage = func() {
-		fmt.Fprint(stderr, importHelp)
-		f.fs.PrintDefaults()
-	}
+	f := newFlags("import", "import [flags] FILE...", stdout, stderr)
+	f.intro = importHelp
+	f.argName = "FILE"
 	f.String(&c.output, "output", "", "write the drop-in to this file (atomically, mode 0644) instead of standard output; in a drop-in directory it must end in .conf")
-	if f.err != nil {
-		return c, &exitError{code: 2, err: f.err}
+	if err := f.parse(args, 1, -1); err != nil {
+		return c, err
 	}
-	// f.parse wants a fixed number of arguments; import takes one or more.
-	if err := f.fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return c, err
-		}
-		return c, &exitError{code: 2, err: err}
-	}
-	if f.fs.NArg() == 0 {
-		f.fs.Usage()
-		return c, &exitError{code: 2, err: errors.New("import: want at least one FILE")}
-	}
-	c.files = f.fs.Args()
+	c.files = f.args
 	return c, nil
 }
 

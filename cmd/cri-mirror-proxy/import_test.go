@@ -27,6 +27,7 @@ func TestParseImport(t *testing.T) {
 		want   importConfig
 		code   int  // exit code of the error, 0 for none
 		help   bool // flag.ErrHelp
+		stdout string
 		stderr string
 	}{
 		{args: []string{"a.yaml"}, want: importConfig{files: []string{"a.yaml"}}},
@@ -35,11 +36,12 @@ func TestParseImport(t *testing.T) {
 		{args: []string{"-output=x.conf", "--", "-odd-name.yaml"}, want: importConfig{files: []string{"-odd-name.yaml"}, output: "x.conf"}},
 		{args: nil, code: 2, stderr: "Usage: cri-mirror-proxy import [flags] FILE..."},
 		{args: []string{"--output", "x.conf"}, code: 2, stderr: "--output"},
-		{args: []string{"--bogus", "a.yaml"}, code: 2, stderr: "flag provided but not defined"},
-		{args: []string{"--help"}, help: true, stderr: "ImageContentSourcePolicy"},
+		{args: []string{"--bogus", "a.yaml"}, code: 2, stderr: "Usage: cri-mirror-proxy import"},
+		{args: []string{"--help"}, help: true, stdout: "ImageContentSourcePolicy"},
+		{args: []string{"a.yaml", "--output", "x.conf", "b.yaml"}, want: importConfig{files: []string{"a.yaml", "b.yaml"}, output: "x.conf"}},
 	} {
-		var stderr bytes.Buffer
-		got, err := parseImport(tc.args, &stderr)
+		var stdout, stderr bytes.Buffer
+		got, err := parseImport(tc.args, &stdout, &stderr)
 		var ee *exitError
 		switch {
 		case tc.help:
@@ -63,12 +65,15 @@ func TestParseImport(t *testing.T) {
 		if !strings.Contains(stderr.String(), tc.stderr) {
 			t.Errorf("parseImport(%q) stderr %q lacks %q", tc.args, stderr.String(), tc.stderr)
 		}
+		if !strings.Contains(stdout.String(), tc.stdout) || (tc.stdout == "" && stdout.Len() > 0) {
+			t.Errorf("parseImport(%q) stdout %q, want it to hold %q", tc.args, stdout.String(), tc.stdout)
+		}
 	}
 }
 
 func TestParseImportEnv(t *testing.T) {
 	t.Setenv("CRI_MIRROR_PROXY_OUTPUT", "/tmp/from-env.conf")
-	c, err := parseImport([]string{"a.yaml"}, &bytes.Buffer{})
+	c, err := parseImport([]string{"a.yaml"}, &bytes.Buffer{}, &bytes.Buffer{})
 	if err != nil || c.output != "/tmp/from-env.conf" {
 		t.Errorf("parseImport with env = %+v, %v", c, err)
 	}
@@ -328,7 +333,7 @@ func TestImportCommand(t *testing.T) {
 	if code != 0 || !strings.Contains(out, `prefix = "registry.k8s.io"`) {
 		t.Errorf("import: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
 	}
-	if _, errOut, code := runCLI("import"); code != 2 || !strings.Contains(errOut, "want at least one FILE") {
+	if _, errOut, code := runCLI("import"); code != 2 || !strings.Contains(errOut, "want at least 1 FILE") {
 		t.Errorf("import without FILE: exit %d, stderr %q", code, errOut)
 	}
 	if _, errOut, code := runCLI("import", filepath.Join(t.TempDir(), "missing.yaml")); code != 1 || !strings.Contains(errOut, "missing.yaml") {

@@ -20,13 +20,20 @@ const usage = `cri-mirror-proxy: a CRI ImageService proxy that pulls through reg
 
 Usage:
   cri-mirror-proxy serve [flags]           serve CRI on a unix socket in front of the runtime
+  cri-mirror-proxy status [flags]          ask the running daemon for its rules, mirrors and state
   cri-mirror-proxy resolve [flags] IMAGE   print the ordered pull candidates for IMAGE and why
   cri-mirror-proxy check-config [flags]    validate the settings and mirror rules and print them
   cri-mirror-proxy import [flags] FILE...  convert OpenShift mirror sets into a registries.conf drop-in
   cri-mirror-proxy version                 print the version
 
-Run "cri-mirror-proxy COMMAND --help" for the flags of a command.
-Every flag can also be set by an environment variable, shown in the help.
+Run "cri-mirror-proxy COMMAND --help" for the flags of a command. Flags may
+come before or after arguments. Every setting can also be given by an
+environment variable, shown in the help. status, resolve and check-config
+print JSON with -o json.
+
+Exit status: 0 done; 1 the command failed (the runtime, the daemon or a file
+could not be reached, a pull would be refused); 2 bad input (a command,
+flag, setting, config or rules file, or image reference that is wrong).
 `
 
 // exitError carries the exit code of a failed command.
@@ -67,8 +74,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	cmd, rest := args[0], args[1:]
 	switch cmd {
-	case "serve", "resolve", "check-config":
-		cfg, err := parseServe(cmd, rest, stderr)
+	case "serve", "resolve", "check-config", "status":
+		cfg, err := parseServe(cmd, rest, stdout, stderr)
 		if err != nil {
 			return err
 		}
@@ -77,11 +84,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return serve(ctx, cfg)
 		case "resolve":
 			return resolve(cfg, stdout, stderr)
+		case "status":
+			return status(ctx, cfg, stdout)
 		default:
 			return checkConfig(cfg, stdout)
 		}
 	case "import":
-		cfg, err := parseImport(rest, stderr)
+		cfg, err := parseImport(rest, stdout, stderr)
 		if err != nil {
 			return err
 		}

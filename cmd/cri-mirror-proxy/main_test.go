@@ -115,11 +115,31 @@ func TestUsage(t *testing.T) {
 	if out, _, code := runCLI("version"); code != 0 || !strings.HasPrefix(out, "cri-mirror-proxy ") {
 		t.Errorf("version: %d %q", code, out)
 	}
-	for _, cmd := range []string{"serve", "resolve", "check-config"} {
-		_, errOut, code := runCLI(cmd, "--help")
-		if code != 0 || !strings.Contains(errOut, "--registries-conf") && !strings.Contains(errOut, "-registries-conf") {
-			t.Errorf("%s --help: exit %d, %q", cmd, code, errOut)
+	// Help goes to stdout and lists the command's own flags only.
+	for cmd, flags := range map[string]struct{ has, hasNot []string }{
+		"serve":        {has: []string{"-registries-conf", "-listen", "-metrics-address", "-log-format"}, hasNot: []string{"-o "}},
+		"check-config": {has: []string{"-registries-conf", "-listen", "-o "}},
+		"resolve":      {has: []string{"-registries-conf", "-registries-conf-dir", "-config", "-o "}, hasNot: []string{"-listen", "-metrics-address", "-state-dir", "-log-level"}},
+		"status":       {has: []string{"-metrics-address", "-config", "-o "}, hasNot: []string{"-registries-conf", "-listen", "-state-dir"}},
+	} {
+		out, errOut, code := runCLI(cmd, "--help")
+		if code != 0 || errOut != "" || !strings.HasPrefix(out, "Usage: cri-mirror-proxy "+cmd) {
+			t.Errorf("%s --help: exit %d, stdout %q, stderr %q; want usage on stdout only", cmd, code, out, errOut)
 		}
+		for _, f := range flags.has {
+			if !strings.Contains(out, "  "+f) {
+				t.Errorf("%s --help lacks %s:\n%s", cmd, f, out)
+			}
+		}
+		for _, f := range flags.hasNot {
+			if strings.Contains(out, "  "+f) {
+				t.Errorf("%s --help lists %s, which it does not use:\n%s", cmd, f, out)
+			}
+		}
+	}
+	// A usage error goes to stderr, with exit code 2.
+	if out, errOut, code := runCLI("resolve", "--bogus", "nginx"); code != 2 || out != "" || !strings.Contains(errOut, "Usage: cri-mirror-proxy resolve") || !strings.Contains(errOut, "bogus") {
+		t.Errorf("resolve --bogus: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 	if _, errOut, code := runCLI("serve", "--log-format", "xml", "--registries-conf", "/nonexistent"); code != 2 || !strings.Contains(errOut, "log-format") {
 		t.Errorf("bad log format: exit %d, %q", code, errOut)

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 
@@ -21,26 +23,92 @@ func (r *rulesConfig) register(f *flags) {
 }
 
 // load reads the rules. The default main file may be missing (only drop-ins
-// then), as for CRI-O and Podman; a path given otherwise must exist.
+// then), as for CRI-O and Podman; a path given otherwise must exist. A file
+// that is missing or wrong is bad input (exit code 2).
 func (r *rulesConfig) load() (*resolver.Resolver, error) {
 	file := r.file
 	if file == resolver.DefaultConfPath {
 		file = ""
 	}
-	return resolver.New(file, r.dir)
+	rs, err := resolver.New(file, r.dir)
+	if err != nil {
+		return nil, &exitError{code: 2, err: err}
+	}
+	return rs, nil
+}
+
+// writeJSON writes v indented, for -o json.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// resolveReport is resolve's -o json output.
+type resolveReport struct {
+	Image              string         `json:"image"`
+	Rule               string         `json:"rule,omitempty"`
+	NeverContactSource bool           `json:"never_contact_source"`
+	Candidates         []resolveCand  `json:"candidates"`
+	Blocked            *blockedReport `json:"blocked,omitempty"`
+	Notes              []string       `json:"notes"`
+}
+
+// blockedReport says why the rules refuse a pull.
+type blockedReport struct {
+	Rule   string `json:"rule"`
+	File   string `json:"file,omitempty"`
+	Reason string `json:"reason"`
+}
+
+type resolveCand struct {
+	Ref            string `json:"ref"`
+	Source         bool   `json:"source"`
+	Location       string `json:"location"`
+	Rule           string `json:"rule,omitempty"`
+	PullFromMirror string `json:"pull_from_mirror,omitempty"`
+	Insecure       bool   `json:"insecure"`
 }
 
 // resolve prints the candidates a pull of image would try, in order, one per
 // line: the reference first, then why. Notes on decisions the candidates do
 // not show go to stderr, so stdout stays one candidate per line.
+//
+// With -o json it prints one object (resolveReport); a pull the rules refuse
+// is reported there too (blocked), still with exit code 1.
 func resolve(c serveConfig, stdout, stderr io.Writer) error {
 	r, err := c.rules.load()
 	if err != nil {
 		return err
 	}
 	res, err := r.Resolve(c.args[0])
+	if errors.Is(err, resolver.ErrInvalidReference) {
+		return &exitError{code: 2, err: err}
+	}
+	var blocked *resolver.BlockedError
+	if c.output == "json" && errors.As(err, &blocked) {
+		if werr := writeJSON(stdout, resolveReport{Image: blocked.Image, Rule: blocked.Rule, Candidates: []resolveCand{},
+			Blocked: &blockedReport{Rule: blocked.Rule, File: blocked.File, Reason: blocked.Reason}, Notes: []string{}}); werr != nil {
+			return werr
+		}
+		return err
+	}
 	if err != nil {
 		return err
+	}
+	if c.output == "json" {
+		rep := resolveReport{
+			Image: res.Original.String(), Rule: res.Rule, NeverContactSource: res.NeverContactSource,
+			Candidates: []resolveCand{}, Notes: append([]string{}, res.Notes...),
+		}
+		for _, cand := range res.Candidates {
+			rc := resolveCand{Ref: cand.Ref.String(), Source: cand.Source, Location: cand.Location, Rule: cand.Rule, Insecure: cand.Insecure}
+			if !cand.Source {
+				rc.PullFromMirror = cand.Policy
+			}
+			rep.Candidates = append(rep.Candidates, rc)
+		}
+		return writeJSON(stdout, rep)
 	}
 	for _, cand := range res.Candidates {
 		fmt.Fprintln(stdout, cand.String())
@@ -61,12 +129,19 @@ func checkConfig(c serveConfig, stdout io.Writer) error {
 	}
 	for name, endpoint := range map[string]string{"--listen": c.listen, "--runtime-endpoint": c.runtimeEndpoint} {
 		if _, err := proxy.SocketPath(endpoint); err != nil {
-			return &exitError{code: 1, err: fmt.Errorf("%s: %w", name, err)}
+			return &exitError{code: 2, err: fmt.Errorf("%s: %w", name, err)}
 		}
 	}
 	r, err := c.rules.load()
 	if err != nil {
 		return err
+	}
+	if c.output == "json" {
+		return writeJSON(stdout, struct {
+			Settings   []setting       `json:"settings"`
+			Registries resolver.Config `json:"registries"`
+			Warnings   []string        `json:"warnings"`
+		}{c.settings(), r.Config(), append([]string{}, r.Warnings()...)})
 	}
 	fmt.Fprintln(stdout, "settings:")
 	c.describe(stdout)

@@ -2,12 +2,15 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"syscall"
 	"time"
@@ -42,28 +45,35 @@ type serveConfig struct {
 	logLevel        string
 	logFormat       string
 
+	output   string          // -o of resolve, check-config and status: text or json
 	args     []string        // positional arguments (resolve's IMAGE)
 	describe func(io.Writer) // prints every setting and where it came from
+	settings func() []setting
 }
 
-// parseServe parses the settings of serve. check-config and resolve take
-// the same settings (and config file), so what they check is what serve
-// would run; resolve wants the IMAGE argument.
-func parseServe(name string, args []string, stderr io.Writer) (serveConfig, error) {
+// parseServe parses the settings of serve. check-config, resolve and status
+// take the same settings (and config file), so what they check is what serve
+// would run, and status finds the daemon serve started; resolve wants the
+// IMAGE argument. Each lists in its help only the flags it uses.
+func parseServe(name string, args []string, stdout, stderr io.Writer) (serveConfig, error) {
 	var c serveConfig
 	synopsis, nargs := name+" [flags]", 0
 	if name == "resolve" {
 		synopsis, nargs = "resolve [flags] IMAGE", 1
 	}
-	f := newFlags(name, synopsis, stderr)
+	f := newFlags(name, synopsis, stdout, stderr)
+	f.argName = "IMAGE"
 	f.loadConfig(args)
+	if name != "serve" {
+		f.Output(&c.output)
+	}
 	c.rules.register(f)
 	f.String(&c.listen, "listen", "unix:///run/cri-mirror-proxy/cri.sock", "CRI socket to serve on")
 	f.Mode(&c.listenMode, "listen-mode", 0o660, "file mode of the CRI socket (never world-writable)")
 	f.String(&c.listenGroup, "listen-group", "", "group (name or id) owning the CRI socket (empty: the process's group)")
 	f.String(&c.runtimeEndpoint, "runtime-endpoint", "unix:///run/containerd/containerd.sock", "CRI socket of the real runtime")
 	f.String(&c.stateDir, "state-dir", "/var/lib/cri-mirror-proxy", "directory of the alias database")
-	f.String(&c.metricsAddress, "metrics-address", "127.0.0.1:9464", "HTTP address for /metrics, /healthz, /readyz (empty: off)")
+	f.String(&c.metricsAddress, "metrics-address", "127.0.0.1:9464", "HTTP address for /metrics, /healthz, /readyz and /status (empty: off)")
 	f.String(&c.authFile, "auth-file", "", "auth.json with credentials for mirror hosts (default: the containers/image search order)")
 	f.Duration(&c.attemptTimeout, "attempt-timeout", 0, "bound on a mirror attempt that has another candidate after it (0: the caller's deadline only)")
 	f.Duration(&c.stallTimeout, "stall-timeout", proxy.DefaultStallTimeout, "a mirror attempt that has another candidate after it is abandoned when the runtime downloads nothing, or under 1 KiB/s while downloading, for this long (containerd only: read from its ingest progress; 0: off)")
@@ -74,11 +84,26 @@ func parseServe(name string, args []string, stderr io.Writer) (serveConfig, erro
 	f.Duration(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long a stop waits for in-flight calls")
 	f.String(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.String(&c.logFormat, "log-format", "text", "log format: text or json")
-	if err := f.parse(args, nargs); err != nil {
+	switch name {
+	case "resolve":
+		f.fs.VisitAll(func(fl *flag.Flag) {
+			if !slices.Contains([]string{"config", "registries-conf", "registries-conf-dir", "o"}, fl.Name) {
+				f.hide(fl.Name)
+			}
+		})
+	case "status":
+		f.fs.VisitAll(func(fl *flag.Flag) {
+			if !slices.Contains([]string{"config", "metrics-address", "o"}, fl.Name) {
+				f.hide(fl.Name)
+			}
+		})
+	}
+	if err := f.parse(args, nargs, nargs); err != nil {
 		return c, err
 	}
-	c.args = f.fs.Args()
+	c.args = f.args
 	c.describe = f.describe
+	c.settings = f.settingList
 	return c, nil
 }
 
@@ -93,11 +118,38 @@ func newLogger(level, format string) (*logrus.Logger, error) {
 	case "text":
 		log.SetFormatter(&logrus.TextFormatter{FullTimestamp: true})
 	case "json":
-		log.SetFormatter(&logrus.JSONFormatter{})
+		log.SetFormatter(&secondsJSON{})
 	default:
 		return nil, &exitError{code: 2, err: fmt.Errorf("--log-format: %q is not text or json", format)}
 	}
 	return log, nil
+}
+
+// secondsJSON is logrus's JSON format with every time.Duration field
+// written as seconds, a float: the unit of the metrics, and a number log
+// pipelines can compare (logrus alone writes nanoseconds). The text format
+// keeps Go's form (1.5s).
+type secondsJSON struct{ logrus.JSONFormatter }
+
+func (f *secondsJSON) Format(e *logrus.Entry) ([]byte, error) {
+	var data logrus.Fields
+	for k, v := range e.Data {
+		if d, ok := v.(time.Duration); ok {
+			if data == nil {
+				data = make(logrus.Fields, len(e.Data))
+				for k, v := range e.Data {
+					data[k] = v
+				}
+			}
+			data[k] = d.Seconds()
+		}
+	}
+	if data != nil {
+		c := *e
+		c.Data = data
+		e = &c
+	}
+	return f.JSONFormatter.Format(e)
 }
 
 func serve(ctx context.Context, c serveConfig) error {
@@ -158,12 +210,25 @@ func serve(ctx context.Context, c serveConfig) error {
 	srv := proxy.New(conn, rules, aliases, opts...)
 	gs := srv.NewGRPCServer()
 
+	st := &statusSource{cfg: c, started: time.Now(), rules: rules, aliases: aliases, srv: srv}
+
 	gid, err := lookupGroup(c.listenGroup)
 	if err != nil {
 		return err
 	}
+	// Both listeners are bound before the proxy says it serves: a taken
+	// metrics port is a failed start, not an exit after "serving".
+	var metricsLis net.Listener
+	if c.metricsAddress != "" {
+		if metricsLis, err = metrics.Listen(c.metricsAddress); err != nil {
+			return err
+		}
+	}
 	lis, err := proxy.Listen(c.listen, os.FileMode(c.listenMode), gid)
 	if err != nil {
+		if metricsLis != nil {
+			metricsLis.Close()
+		}
 		return err
 	}
 	log.WithFields(logrus.Fields{
@@ -191,15 +256,16 @@ func serve(ctx context.Context, c serveConfig) error {
 		stopGracefully(gs, c.shutdownTimeout, log)
 		return nil
 	})
-	if c.metricsAddress != "" {
+	if metricsLis != nil {
 		ready := func(ctx context.Context) error {
 			err := srv.Ready(ctx)
 			m.RuntimeUp.Set(boolGauge(err == nil))
 			return err
 		}
-		g.Go(func() error { return metrics.Serve(gctx, c.metricsAddress, metrics.NewHandler(reg, ready)) })
+		h := withStatus(metrics.NewHandler(reg, ready), st)
+		g.Go(func() error { return metrics.ServeListener(gctx, metricsLis, h) })
 	}
-	g.Go(func() error { reloadOnHUP(gctx, hup, rules, m, log); return nil })
+	g.Go(func() error { reloadOnHUP(gctx, hup, rules, m, log, st.reloaded); return nil })
 	g.Go(func() error { watchRuntime(gctx, srv, m, log); return nil })
 	if aliases.Len() == 0 {
 		// A first start, or a state directory that was wiped or damaged:
@@ -230,13 +296,16 @@ func stopGracefully(gs *grpc.Server, timeout time.Duration, log logrus.FieldLogg
 
 // reloadOnHUP re-reads the mirror rules on each signal from hup. A broken
 // file keeps the old rules serving.
-func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, rules *resolver.Resolver, m *metrics.Metrics, log logrus.FieldLogger) {
+// done learns each outcome (for the status report).
+func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, rules *resolver.Resolver, m *metrics.Metrics, log logrus.FieldLogger, done func(error)) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-hup:
-			if err := rules.Reload(); err != nil {
+			err := rules.Reload()
+			done(err)
+			if err != nil {
 				m.ConfigReloads.WithLabelValues(metrics.ReloadFailure).Inc()
 				log.WithError(err).Error("reload of mirror rules failed; the previous rules stay in force")
 				continue

@@ -7,7 +7,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 BIN := bin/cri-mirror-proxy
 export CGO_ENABLED ?= 0
 
-.PHONY: help build run test unit fuzz e2e soak critest bench gobench lint tools clean
+.PHONY: help build image run test unit fuzz e2e soak critest bench gobench lint tools clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -15,10 +15,17 @@ help: ## list the targets
 build: ## build bin/cri-mirror-proxy (static, no cgo)
 	$(GO) build -trimpath -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/cri-mirror-proxy
 
+IMAGE ?= cri-mirror-proxy:$(VERSION)
+IMAGE_TAR := bin/cri-mirror-proxy-image.tar
+BUSYBOX ?= /bin/busybox
+image: build ## the container image (as the Containerfile) without an engine, to bin/cri-mirror-proxy-image.tar named IMAGE (needs busybox-static)
+	$(GO) run ./test/image -binary $(BIN) -busybox $(BUSYBOX) -unit deploy/systemd/cri-mirror-proxy.service \
+		-tag '$(IMAGE)' -version '$(VERSION)' -o $(IMAGE_TAR)
+
 run: ## install what is missing and run the demo (a local registry + containerd, or RUNTIME_ENDPOINT=...)
 	bash test/demo.sh
 
-test: unit e2e critest ## everything: unit tests, e2e on real containerd + registry, critest through the proxy
+test: unit image e2e critest ## everything: unit tests, the image, e2e on real containerd + registry, critest through the proxy
 
 unit: ## unit tests with the race detector, and the differential tests of test/parity (no root, loopback only)
 	$(GO) vet -tags '$(TAGS)' ./...

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the real-parts tests need, idempotently:
-#   apt:  containerd runc docker-registry (and make, curl)   (only when a command is missing)
+#   apt:  containerd runc docker-registry prometheus systemd busybox-static (and make, curl)
+#         (only when a command or package is missing)
 #   go:   crane, crictl, critest            (into test/.bin, only when missing or of another version)
 # Usage: bash test/tools.sh        (root on Debian 12; Go on PATH or at /usr/local/go/bin)
 # Prints the tools directory on the last line; `export PATH="$(bash test/tools.sh | tail -1):$PATH"`.
@@ -21,11 +22,14 @@ log() { printf 'tools.sh: %s\n' "$*" >&2; }
 # containerd, runc and docker-registry are the real parts under test; make and curl drive the
 # tests (`make test`, health checks in test/lib.sh) and may be missing on a minimal Debian;
 # promtool (Debian package prometheus) checks the alert rules in deploy/prometheus;
-# systemd-analyze (Debian package systemd; systemd need not be running) checks the unit files.
+# systemd-analyze (Debian package systemd; systemd need not be running) checks the unit files;
+# busybox-static is the shell and tools of the container image (make image).
 missing=()
 for cmd_pkg in containerd:containerd runc:runc docker-registry:docker-registry make:make curl:curl promtool:prometheus systemd-analyze:systemd; do
   command -v "${cmd_pkg%%:*}" >/dev/null || missing+=("${cmd_pkg#*:}")
 done
+# The image needs the static busybox (/bin/busybox), not Debian's dynamic one of the same name.
+dpkg-query -W -f '${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' || missing+=(busybox-static)
 if ((${#missing[@]})); then
   [[ $(id -u) == 0 ]] || { log "need root to apt-get install ${missing[*]}"; exit 1; }
   log "apt-get install ${missing[*]}"

@@ -141,7 +141,7 @@ func TestSystemdVerify(t *testing.T) {
 	}
 	for name, body := range units {
 		t.Run(name, func(t *testing.T) {
-			root := verifyRoot(t, name, body)
+			root := verifyRoot(t, name, body, nil)
 			cmd := exec.Command(analyze, "verify", "--root="+root, "--man=no", name)
 			if out, err := cmd.CombinedOutput(); err != nil || len(bytes.TrimSpace(out)) > 0 {
 				t.Errorf("systemd-analyze verify %s: %v\n%s", name, err, out)
@@ -159,11 +159,11 @@ func TestSystemdVerify(t *testing.T) {
 	}
 }
 
-// verifyRoot lays out a root directory holding the unit, systemd's own
+// verifyRoot lays out a root directory holding the unit and its drop-ins, systemd's own
 // units (verify needs the targets a service depends on) and an empty
 // executable at every absolute path the unit runs, since verify checks that
 // each command exists.
-func verifyRoot(t *testing.T, name string, body []byte) string {
+func verifyRoot(t *testing.T, name string, body []byte, dropIns map[string][]byte) string {
 	t.Helper()
 	root := t.TempDir()
 	write := func(p string, data []byte, mode os.FileMode) {
@@ -176,6 +176,10 @@ func verifyRoot(t *testing.T, name string, body []byte) string {
 		}
 	}
 	write(filepath.Join(root, "etc/systemd/system", name), body, 0o644)
+	for file, data := range dropIns {
+		write(filepath.Join(root, "etc/systemd/system", name+".d", file), data, 0o644)
+		body = append(append(slices.Clip(body), '\n'), data...) // their commands must exist too
+	}
 
 	var sys string
 	for _, d := range []string{"/usr/lib/systemd/system", "/lib/systemd/system"} {
@@ -330,5 +334,21 @@ func TestMachineConfigDecodeHint(t *testing.T) {
 	}
 	if hints == 0 {
 		t.Errorf("%s: no decode hint in the comments", file)
+	}
+}
+
+// TestInstalledUnitVerifies runs systemd-analyze verify on the unit as the
+// DaemonSet installs it: the unit with the installer's drop-in.
+func TestInstalledUnitVerifies(t *testing.T) {
+	analyze := needTool(t, "systemd-analyze", "systemd")
+	in := newInstaller(t)
+	in.mustRun("install")
+	const name = "cri-mirror-proxy.service"
+	unit := []byte(in.read(in.path("host", nodeUnit)))
+	dropIn := []byte(in.read(in.path("host", nodeDropIn)))
+	root := verifyRoot(t, name, unit, map[string][]byte{filepath.Base(nodeDropIn): dropIn})
+	cmd := exec.Command(analyze, "verify", "--root="+root, "--man=no", name)
+	if out, err := cmd.CombinedOutput(); err != nil || len(bytes.TrimSpace(out)) > 0 {
+		t.Errorf("systemd-analyze verify of the unit with %s: %v\n%s\n%s", nodeDropIn, err, out, dropIn)
 	}
 }

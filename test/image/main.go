@@ -121,9 +121,10 @@ func build(o options) (v1.Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Docker media types: an image tarball carries no manifest, and a reader
-	// (or crane push) rebuilds it with these, so the digest printed here is
-	// the one a registry shows after a push.
+	// Docker media types: an image tarball carries no manifest, and
+	// go-containerregistry (crane push) rebuilds it with these, so the
+	// digest printed here is the one a registry shows after crane push.
+	// (ctr images import writes a manifest of its own, with another digest.)
 	img, err := mutate.AppendLayers(empty.Image, layer)
 	if err != nil {
 		return nil, err

@@ -264,6 +264,12 @@ func TestInstallScript(t *testing.T) {
 
 func TestUninstallScript(t *testing.T) {
 	in := newInstaller(t)
+
+	// A node the installer never reached: nothing to stop, nothing fails.
+	if calls := in.mustRun("uninstall"); slices.Contains(calls, "systemctl disable --now cri-mirror-proxy.service") {
+		t.Errorf("uninstall on a node without the proxy ran %q", calls)
+	}
+
 	in.mustRun("install")
 	in.write(in.path("host", nodeRulesDir, "60-local.conf"), "# the node's own\n", 0o644)
 

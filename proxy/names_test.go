@@ -156,8 +156,8 @@ func TestRemoveDropsAliases(t *testing.T) {
 			if img := h.status(id); img != nil {
 				t.Errorf("image still in the runtime: %v", img)
 			}
-			if n := len(h.store.List()); n != 0 {
-				t.Errorf("aliases left: %v", h.store.List())
+			if n := h.store.Len(); n != 0 {
+				t.Errorf("%d aliases left: %v", n, h.store.ByImage(id))
 			}
 			// Idempotent, as CRI requires.
 			if _, err := h.images.RemoveImage(ctx(t), &runtimeapi.RemoveImageRequest{Image: &runtimeapi.ImageSpec{Image: name}}); err != nil {

@@ -1,7 +1,6 @@
 package store
 
 import (
-	"cmp"
 	"slices"
 	"strings"
 )
@@ -16,9 +15,6 @@ type index struct {
 	byImage  map[string][]string // image id → names
 	byMirror map[string][]string // mirror ref → names
 	byRepo   map[string][]string // repository of the name → names
-	// sorted holds every alias ordered by Name so that List, the call that
-	// sees thousands of aliases, is a copy rather than a sort.
-	sorted []Alias
 }
 
 func newIndex() *index {
@@ -30,8 +26,6 @@ func newIndex() *index {
 	}
 }
 
-func byName(a Alias, name string) int { return cmp.Compare(a.Name, name) }
-
 func (ix *index) put(a Alias) {
 	if old, ok := ix.byName[a.Name]; ok {
 		unlink(ix.byImage, old.ImageID, old.Name)
@@ -42,14 +36,6 @@ func (ix *index) put(a Alias) {
 	link(ix.byImage, a.ImageID, a.Name)
 	link(ix.byMirror, a.Mirror, a.Name)
 	link(ix.byRepo, Repository(a.Name), a.Name)
-
-	// Load walks bbolt in key order, so this is an append in the common case.
-	i, found := slices.BinarySearchFunc(ix.sorted, a.Name, byName)
-	if found {
-		ix.sorted[i] = a
-	} else {
-		ix.sorted = slices.Insert(ix.sorted, i, a)
-	}
 }
 
 func (ix *index) remove(name string) (Alias, bool) {
@@ -61,9 +47,6 @@ func (ix *index) remove(name string) (Alias, bool) {
 	unlink(ix.byImage, a.ImageID, name)
 	unlink(ix.byMirror, a.Mirror, name)
 	unlink(ix.byRepo, Repository(name), name)
-	if i, found := slices.BinarySearchFunc(ix.sorted, name, byName); found {
-		ix.sorted = slices.Delete(ix.sorted, i, i+1)
-	}
 	return a, true
 }
 

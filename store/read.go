@@ -1,7 +1,5 @@
 package store
 
-import "slices"
-
 // Get returns the alias recorded under name.
 func (s *Store) Get(name string) (Alias, bool) {
 	s.mu.RLock()
@@ -30,13 +28,6 @@ func (s *Store) ByRepository(repo string) []Alias {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.ix.collect(s.ix.byRepo[repo])
-}
-
-// List returns a copy of every alias, sorted by Name.
-func (s *Store) List() []Alias {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return slices.Clone(s.ix.sorted)
 }
 
 // Len returns the number of aliases.

@@ -163,9 +163,6 @@ func loadTx(tx *bolt.Tx, ix *index) ([]skippedEntry, error) {
 	return skipped, err
 }
 
-// Path returns the file the store was opened from.
-func (s *Store) Path() string { return s.path }
-
 // Close releases the file. Reads keep answering from memory afterwards;
 // writes fail with ErrClosed. Closing twice is not an error.
 func (s *Store) Close() error {

@@ -28,7 +28,7 @@ import (
 type mirrorGate struct {
 	breaker *breaker
 	recent  *recency
-	prober  Prober        // nil: no probe
+	prober  prober        // nil: no probe
 	overlap time.Duration // see WithProbeOverlap
 	delay   time.Duration // see probeDelay
 	metrics *metrics.Metrics

@@ -36,7 +36,7 @@ func (c *fakeClock) advance(d time.Duration) { c.ns.Add(int64(d)) }
 func TestAlongsideProbeLeavesRecencyToThePull(t *testing.T) {
 	var probes atomic.Int32
 	h := newHarness(t, WithProbeOverlap(5*time.Minute), withProbeDelay(0),
-		WithProber(funcProber(func(context.Context, resolver.Candidate) (probeResult, error) {
+		withProber(funcProber(func(context.Context, resolver.Candidate) (probeResult, error) {
 			probes.Add(1)
 			return probePresent, nil
 		})))
@@ -101,7 +101,7 @@ func TestProbesPerMirrorAreBounded(t *testing.T) {
 	const pulls = 3 * maxProbesPerMirror
 	var running, most atomic.Int32
 	release := make(chan struct{})
-	h := newHarness(t, WithProbeOverlap(0), WithProber(funcProber(func(ctx context.Context, c resolver.Candidate) (probeResult, error) {
+	h := newHarness(t, WithProbeOverlap(0), withProber(funcProber(func(ctx context.Context, c resolver.Candidate) (probeResult, error) {
 		n := running.Add(1)
 		defer running.Add(-1)
 		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {

@@ -21,11 +21,6 @@ import (
 	"github.com/cri-mirror-proxy/cri-mirror-proxy/store"
 )
 
-// WithAttemptTimeout bounds each mirror attempt that has another candidate
-// after it, so a stalled mirror costs d, not the caller's whole deadline.
-// The last candidate always gets the caller's full deadline. 0 = no bound.
-func WithAttemptTimeout(d time.Duration) Option { return func(s *Server) { s.attemptTimeout = d } }
-
 // PullImage resolves the reference through the mirror rules and asks the
 // runtime to pull each candidate in turn until one succeeds. Each call is
 // counted once in cri_mirror_pulls_total, with its own result.

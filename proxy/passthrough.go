@@ -23,7 +23,7 @@ type frame struct{ data []byte }
 // Codec is the server codec: raw frames pass through as bytes, every other
 // message is protobuf. NewGRPCServer installs it; the relay and the undecoded
 // ImageStatus use it on the client side too.
-func Codec() encoding.CodecV2 { return codec{proto: encoding.GetCodecV2(proto.Name)} }
+func rawCodec() encoding.CodecV2 { return codec{proto: encoding.GetCodecV2(proto.Name)} }
 
 type codec struct{ proto encoding.CodecV2 }
 
@@ -47,7 +47,7 @@ func (c codec) Unmarshal(data mem.BufferSlice, v any) error {
 // Relay is a grpc.UnknownServiceHandler: it forwards any call the proxy does
 // not serve itself (the whole RuntimeService) to the runtime unchanged,
 // streams included, with metadata, headers, trailers and status codes.
-func (s *Server) Relay(_ any, ss grpc.ServerStream) error {
+func (s *Server) relay(_ any, ss grpc.ServerStream) error {
 	method, ok := grpc.MethodFromServerStream(ss)
 	if !ok {
 		return status.Error(codes.Internal, "relay: no method in stream")
@@ -58,7 +58,7 @@ func (s *Server) Relay(_ any, ss grpc.ServerStream) error {
 		ctx = metadata.NewOutgoingContext(ctx, forwardable(md))
 	}
 	cs, err := s.conn.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true, ClientStreams: true},
-		method, grpc.ForceCodecV2(Codec()))
+		method, grpc.ForceCodecV2(rawCodec()))
 	if err != nil {
 		return err
 	}

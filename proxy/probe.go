@@ -41,14 +41,11 @@ func (r probeResult) String() string {
 	return [...]string{metrics.ProbeInconclusive, metrics.ProbePresent, metrics.ProbeMissing, metrics.ProbeUnreachable, metrics.ProbeSlow}[r]
 }
 
-// Prober checks a mirror candidate before, or while, the runtime is asked to
+// prober checks a mirror candidate before, or while, the runtime is asked to
 // pull it. res is the resolution c came from.
-type Prober interface {
+type prober interface {
 	Probe(ctx context.Context, res *resolver.Resolution, c resolver.Candidate) (probeResult, error)
 }
-
-// WithProber enables the manifest probe for mirror candidates.
-func WithProber(p Prober) Option { return func(s *Server) { s.prober = p } }
 
 // DefaultProbeOverlap is how long after a mirror's last hit its probe runs
 // alongside the runtime pull instead of before it.
@@ -61,31 +58,25 @@ const DefaultProbeOverlap = 5 * time.Minute
 // probe timeout.
 const probeDelay = 250 * time.Millisecond
 
-// WithProbeOverlap sets how long after a mirror's last hit (it served a
-// pull, or its probe found the manifest), with no miss or failure since, its
-// probe runs alongside the runtime pull instead of before it. 0: always
-// before. Default DefaultProbeOverlap.
-func WithProbeOverlap(d time.Duration) Option { return func(s *Server) { s.probeOverlap = d } }
-
-// ManifestProbe asks a mirror for the manifest with a HEAD request through
+// manifestProbe asks a mirror for the manifest with a HEAD request through
 // the containers/image docker transport, so it honours the rule's
 // `insecure`, certs.d and the auth file for the mirror host: the same view
 // of the mirror CRI-O would have.
-type ManifestProbe struct {
+type manifestProbe struct {
 	timeout  time.Duration
 	authFile string
 	agent    string
 }
 
-// NewManifestProbe returns a probe bounded by timeout. authFile is the
+// newManifestProbe returns a probe bounded by timeout. authFile is the
 // proxy's own (empty: the containers/image default). The registries
 // configuration is the one each resolution was made from.
-func NewManifestProbe(timeout time.Duration, authFile, userAgent string) *ManifestProbe {
-	return &ManifestProbe{timeout: timeout, authFile: authFile, agent: userAgent}
+func newManifestProbe(timeout time.Duration, authFile, userAgent string) *manifestProbe {
+	return &manifestProbe{timeout: timeout, authFile: authFile, agent: userAgent}
 }
 
-// Probe implements Prober.
-func (p *ManifestProbe) Probe(ctx context.Context, res *resolver.Resolution, c resolver.Candidate) (probeResult, error) {
+// Probe implements prober.
+func (p *manifestProbe) Probe(ctx context.Context, res *resolver.Resolution, c resolver.Candidate) (probeResult, error) {
 	ref, err := docker.NewReference(c.Ref)
 	if err != nil {
 		return probeInconclusive, err

@@ -28,7 +28,7 @@ import (
 	"github.com/cri-mirror-proxy/cri-mirror-proxy/resolver"
 )
 
-// mapProber is a Prober double: results by candidate reference, present
+// mapProber is a prober double: results by candidate reference, present
 // when unlisted.
 type mapProber map[string]probeResult
 
@@ -71,7 +71,7 @@ func TestCacheMissKeepsMirrorHealthy(t *testing.T) {
 }
 
 func TestProbeSkipsMirrors(t *testing.T) {
-	h := newHarness(t, WithProber(mapProber{
+	h := newHarness(t, withProber(mapProber{
 		"mirror-a.test/hub/library/app:1": probeAbsent,
 		"mirror-b.test/library/app:1":     probeUnreachable,
 	}))
@@ -140,7 +140,7 @@ func TestManifestProbeAgainstARealRegistry(t *testing.T) {
 	closedAddr := closed.Addr().String()
 	closed.Close()
 
-	p := NewManifestProbe(300*time.Millisecond, "/nonexistent/auth.json", "cri-mirror-proxy/test")
+	p := newManifestProbe(300*time.Millisecond, "/nonexistent/auth.json", "cri-mirror-proxy/test")
 	res := emptyRulesResolution(t)
 	for _, tc := range []struct {
 		ref  string
@@ -167,7 +167,7 @@ func TestManifestProbeAgainstARealRegistry(t *testing.T) {
 	}
 }
 
-// funcProber is a Prober double that runs a function.
+// funcProber is a prober double that runs a function.
 type funcProber func(ctx context.Context, c resolver.Candidate) (probeResult, error)
 
 func (f funcProber) Probe(ctx context.Context, _ *resolver.Resolution, c resolver.Candidate) (probeResult, error) {
@@ -190,7 +190,7 @@ func (h *harness) waitForPull(ref string) bool {
 func TestProbeBeforeUntilTheMirrorAnswered(t *testing.T) {
 	// Without the overlap every probe runs before the pull: a mirror that
 	// served a pull a moment ago and lacks the next tag is still not asked.
-	h := newHarness(t, WithProbeOverlap(0), WithProber(mapProber{"mirror-a.test/hub/library/two:1": probeAbsent}))
+	h := newHarness(t, WithProbeOverlap(0), withProber(mapProber{"mirror-a.test/hub/library/two:1": probeAbsent}))
 	h.rt.publish("mirror-a.test/hub/library/one:1", "one")
 	h.rt.publish("mirror-b.test/library/two:1", "two")
 	h.mustPull("one:1")
@@ -203,7 +203,7 @@ func TestProbeBeforeUntilTheMirrorAnswered(t *testing.T) {
 
 func TestProbeAlongsideStopsAPullToAMirrorThatStopsAnswering(t *testing.T) {
 	var h *harness
-	h = newHarness(t, WithProber(funcProber(func(ctx context.Context, c resolver.Candidate) (probeResult, error) {
+	h = newHarness(t, withProber(funcProber(func(ctx context.Context, c resolver.Candidate) (probeResult, error) {
 		if c.Ref.String() != "mirror-a.test/hub/library/two:1" {
 			return probePresent, nil
 		}
@@ -251,7 +251,7 @@ func TestProbeAlongsideStopsAPullToAMirrorThatStopsAnswering(t *testing.T) {
 
 func TestProbeAlongsideDoesNotWaitForTheProbe(t *testing.T) {
 	stopped := make(chan struct{}, 1)
-	h := newHarness(t, withProbeDelay(0), WithProber(funcProber(func(ctx context.Context, c resolver.Candidate) (probeResult, error) {
+	h := newHarness(t, withProbeDelay(0), withProber(funcProber(func(ctx context.Context, c resolver.Candidate) (probeResult, error) {
 		if c.Ref.String() == "mirror-a.test/hub/library/one:1" {
 			return probePresent, nil
 		}
@@ -275,7 +275,7 @@ func TestProbeAlongsideDoesNotWaitForTheProbe(t *testing.T) {
 
 func TestProbeAlongsideOnlyForAPullThatTakesLong(t *testing.T) {
 	var probes atomic.Int32
-	h := newHarness(t, WithProber(funcProber(func(context.Context, resolver.Candidate) (probeResult, error) {
+	h := newHarness(t, withProber(funcProber(func(context.Context, resolver.Candidate) (probeResult, error) {
 		probes.Add(1)
 		return probePresent, nil
 	})))
@@ -298,7 +298,7 @@ func TestProbeAlongsideOnlyForAPullThatTakesLong(t *testing.T) {
 }
 
 func TestProbeFirstAgainAfterAMiss(t *testing.T) {
-	h := newHarness(t, WithProber(mapProber{"mirror-a.test/hub/library/three:1": probeAbsent}))
+	h := newHarness(t, withProber(mapProber{"mirror-a.test/hub/library/three:1": probeAbsent}))
 	h.rt.publish("mirror-a.test/hub/library/one:1", "one")
 	h.rt.publish("mirror-b.test/library/two:1", "two")
 	h.rt.publish("mirror-b.test/library/three:1", "three")
@@ -364,7 +364,7 @@ func TestManifestProbeFollowsReload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := NewManifestProbe(2*time.Second, "/nonexistent/auth.json", "cri-mirror-proxy/test")
+	p := newManifestProbe(2*time.Second, "/nonexistent/auth.json", "cri-mirror-proxy/test")
 	probe := func() (probeResult, error) {
 		res, err := r.Resolve(host + "/mirror/app:1")
 		if err != nil {
@@ -401,4 +401,45 @@ func mustTag(t *testing.T, ref string) name.Tag {
 		t.Fatal(err)
 	}
 	return tag
+}
+
+// BenchmarkManifestProbe is the probe of a mirror that has the tag: the fixed
+// cost it adds to a pull from a mirror it runs before (compare the bench's
+// "proxy's own time per pull").
+func BenchmarkManifestProbe(b *testing.B) {
+	reg := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	defer reg.Close()
+	host := strings.TrimPrefix(reg.URL, "http://")
+	img, err := random.Image(1024, 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	tag, err := name.NewTag(host + "/mirror/bench/probe:1")
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := remote.Write(tag, img); err != nil {
+		b.Fatal(err)
+	}
+	dir := b.TempDir()
+	conf := filepath.Join(dir, "registries.conf")
+	if err := os.WriteFile(conf, nil, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	rules, err := resolver.New(conf, filepath.Join(dir, "conf.d"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	res, err := rules.Resolve(tag.String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	c := res.Candidates[0]
+	c.Insecure = true
+	p := newManifestProbe(2*time.Second, "", "bench")
+	for b.Loop() {
+		if got, err := p.Probe(context.Background(), res, c); got != probePresent {
+			b.Fatal(got, err)
+		}
+	}
 }

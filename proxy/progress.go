@@ -26,10 +26,6 @@ const stallMinRate = 1024
 // DefaultStallTimeout is the default stall window.
 const DefaultStallTimeout = 30 * time.Second
 
-// WithStallTimeout sets the stall window of pulls from a mirror with another
-// candidate after it (0: no stall detection; see stallMinRate).
-func WithStallTimeout(d time.Duration) Option { return func(s *Server) { s.stallTimeout = d } }
-
 // errStalled stops a runtime pull that makes no progress.
 var errStalled = errors.New("stalled")
 

@@ -59,30 +59,12 @@ type Server struct {
 	stallTimeout   time.Duration
 	progress       ingestMeter
 	progressOnce   sync.Once
-	prober         Prober
+	prober         prober
 	probeOverlap   time.Duration
 	probeDelay     time.Duration
 	cooldown       time.Duration
 	gate           *mirrorGate
 }
-
-// Option configures optional parts of a Server.
-type Option func(*Server)
-
-// WithMetrics sets the collectors the server reports to. Without it the
-// server still counts, into collectors nobody registered.
-func WithMetrics(m *metrics.Metrics) Option { return func(s *Server) { s.metrics = m } }
-
-// WithCredentials sets how credentials for mirror hosts are found. Without it
-// mirrors are pulled anonymously.
-func WithCredentials(c Credentials) Option { return func(s *Server) { s.creds = c } }
-
-// WithCooldown sets how long a failed mirror is held back (0 turns the
-// circuit breaker off). Default DefaultCooldown.
-func WithCooldown(d time.Duration) Option { return func(s *Server) { s.cooldown = d } }
-
-// WithLogger sets the logger.
-func WithLogger(l logrus.FieldLogger) Option { return func(s *Server) { s.log = l } }
 
 // New returns a Server forwarding to the runtime behind conn.
 func New(conn grpc.ClientConnInterface, r Resolver, aliases AliasStore, opts ...Option) *Server {
@@ -126,8 +108,8 @@ func New(conn grpc.ClientConnInterface, r Resolver, aliases AliasStore, opts ...
 // that no client can grow the metrics without bound. opts add to these.
 func (s *Server) NewGRPCServer(opts ...grpc.ServerOption) *grpc.Server {
 	gs := grpc.NewServer(append([]grpc.ServerOption{
-		grpc.ForceServerCodecV2(Codec()),
-		grpc.UnknownServiceHandler(s.Relay),
+		grpc.ForceServerCodecV2(rawCodec()),
+		grpc.UnknownServiceHandler(s.relay),
 		grpc.MaxRecvMsgSize(MaxMsgSize),
 		grpc.MaxSendMsgSize(MaxMsgSize),
 		grpc.ChainUnaryInterceptor(boundedUnary(s.metrics.GRPC.UnaryServerInterceptor())),

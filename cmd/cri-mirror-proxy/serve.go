@@ -205,7 +205,7 @@ func serve(ctx context.Context, c serveConfig) error {
 		proxy.WithProbeOverlap(c.probeOverlap),
 	}
 	if c.probe {
-		opts = append(opts, proxy.WithProber(proxy.NewManifestProbe(c.probeTimeout, c.authFile, "cri-mirror-proxy/"+version)))
+		opts = append(opts, proxy.WithManifestProbe(c.probeTimeout, c.authFile, "cri-mirror-proxy/"+version))
 	}
 	srv := proxy.New(conn, rules, aliases, opts...)
 	gs := srv.NewGRPCServer()

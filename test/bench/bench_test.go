@@ -19,18 +19,12 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log"
 	"net"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/google/go-containerregistry/pkg/registry"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"go.podman.io/image/v5/docker/reference"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
@@ -223,45 +217,5 @@ func BenchmarkListImages(b *testing.B) {
 			})
 		}
 		env.close()
-	}
-}
-
-// BenchmarkManifestProbe is the proxy's probe of a mirror that has the tag:
-// the fixed cost it adds to every pull from a mirror that is not the last
-// candidate (compare the pull phase's "proxy's own time per pull").
-func BenchmarkManifestProbe(b *testing.B) {
-	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
-	defer srv.Close()
-	host := strings.TrimPrefix(srv.URL, "http://")
-	img, err := randomImage(1024, 1, "probe")
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := push(context.Background(), map[string]v1.Image{host + "/mirror/bench/probe:1": img}); err != nil {
-		b.Fatal(err)
-	}
-	ref, err := reference.ParseNormalizedNamed(host + "/mirror/bench/probe:1")
-	if err != nil {
-		b.Fatal(err)
-	}
-	dir := b.TempDir()
-	conf := filepath.Join(dir, "registries.conf")
-	if err := os.WriteFile(conf, nil, 0o644); err != nil {
-		b.Fatal(err)
-	}
-	rules, err := resolver.New(conf, filepath.Join(dir, "conf.d"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	res, err := rules.Resolve(ref.String())
-	if err != nil {
-		b.Fatal(err)
-	}
-	probe := proxy.NewManifestProbe(2*time.Second, "", "bench")
-	c := resolver.Candidate{Ref: ref, Location: host + "/mirror/bench", Insecure: true, Policy: "tag-only"}
-	for b.Loop() {
-		if got, err := probe.Probe(context.Background(), res, c); got.String() != "present" {
-			b.Fatal(got, err)
-		}
 	}
 }

@@ -1,0 +1,53 @@
+package proxy
+
+import (
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/cri-mirror-proxy/cri-mirror-proxy/metrics"
+)
+
+// Option configures optional parts of a Server.
+type Option func(*Server)
+
+// WithMetrics sets the collectors the server reports to. Without it the
+// server still counts, into collectors nobody registered.
+func WithMetrics(m *metrics.Metrics) Option { return func(s *Server) { s.metrics = m } }
+
+// WithCredentials sets how credentials for mirror hosts are found. Without it
+// mirrors are pulled anonymously.
+func WithCredentials(c Credentials) Option { return func(s *Server) { s.creds = c } }
+
+// WithCooldown sets how long a failed mirror is held back (0 turns the
+// circuit breaker off). Default DefaultCooldown.
+func WithCooldown(d time.Duration) Option { return func(s *Server) { s.cooldown = d } }
+
+// WithLogger sets the logger.
+func WithLogger(l logrus.FieldLogger) Option { return func(s *Server) { s.log = l } }
+
+// WithAttemptTimeout bounds each mirror attempt that has another candidate
+// after it, so a stalled mirror costs d, not the caller's whole deadline.
+// The last candidate always gets the caller's full deadline. 0 = no bound.
+func WithAttemptTimeout(d time.Duration) Option { return func(s *Server) { s.attemptTimeout = d } }
+
+// withProber enables the manifest probe for mirror candidates.
+func withProber(p prober) Option { return func(s *Server) { s.prober = p } }
+
+// WithProbeOverlap sets how long after a mirror's last hit (it served a
+// pull, or its probe found the manifest), with no miss or failure since, its
+// probe runs alongside the runtime pull instead of before it. 0: always
+// before. Default DefaultProbeOverlap.
+func WithProbeOverlap(d time.Duration) Option { return func(s *Server) { s.probeOverlap = d } }
+
+// WithStallTimeout sets the stall window of pulls from a mirror with another
+// candidate after it (0: no stall detection; see stallMinRate).
+func WithStallTimeout(d time.Duration) Option { return func(s *Server) { s.stallTimeout = d } }
+
+// WithManifestProbe checks a mirror for the manifest (a HEAD through the
+// containers/image docker transport) before, or while, the runtime pulls from
+// it, bounded by timeout. authFile holds the mirrors' credentials (empty: the
+// containers/image default); userAgent names the proxy to the mirror.
+func WithManifestProbe(timeout time.Duration, authFile, userAgent string) Option {
+	return withProber(newManifestProbe(timeout, authFile, userAgent))
+}

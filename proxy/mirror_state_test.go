@@ -7,7 +7,7 @@ import (
 
 func TestMirrorState(t *testing.T) {
 	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
-	s := New(nil, nil, nil, WithCooldown(time.Minute), WithProbeOverlap(5*time.Minute), WithProber(mapProber{}))
+	s := New(nil, nil, nil, WithCooldown(time.Minute), WithProbeOverlap(5*time.Minute), withProber(mapProber{}))
 	s.gate.breaker.now = func() time.Time { return now }
 	s.gate.recent.now = func() time.Time { return now }
 

@@ -25,7 +25,6 @@ import (
 	"strings"
 	"testing"
 
-
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 	"google.golang.org/grpc"

@@ -51,6 +51,9 @@ pull-from-mirror = "tag-only"
 prefix = "blocked.test"
 location = "blocked.test"
 blocked = true
+
+[aliases]
+"ops/tools" = "gcr.io/x/tools"
 `
 
 // mapCredentials is a Credentials double: credentials by registry host.

@@ -89,8 +89,10 @@ func (s *Server) pull(ctx context.Context, req *runtimeapi.PullImageRequest, res
 			if c.Source && i > 0 {
 				s.metrics.SourcePulls.WithLabelValues(registry).Inc()
 			}
-			if err := s.remember(res.Original, c, a.resp.GetImageRef()); err != nil {
-				return nil, status.Errorf(codes.Internal, "pulled %s as %s but cannot record its original name: %v", res.Original, c.Ref, err)
+			// c.Image is res.Original but for a short name resolved
+			// through [aliases] or unqualified-search-registries.
+			if err := s.remember(c.Image, c, a.resp.GetImageRef()); err != nil {
+				return nil, status.Errorf(codes.Internal, "pulled %s as %s but cannot record its original name: %v", c.Image, c.Ref, err)
 			}
 			s.logPull(res, c.Ref.String(), i+1, start, nil)
 			return a.resp, nil

@@ -113,6 +113,27 @@ func TestPullOrderAndFallback(t *testing.T) {
 	}
 }
 
+// TestPullShortNameAlias: a short name resolved through [aliases] is pulled
+// (through the rules) and recorded under the name it resolved to, as CRI-O
+// stores it, not under the docker.io name the runtime would give it.
+func TestPullShortNameAlias(t *testing.T) {
+	h := newHarness(t)
+	h.rt.publish("127.0.0.1:5000/mirror/gcr.io/x/tools:1", "tools")
+	resp, err := h.pull("ops/tools:1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := h.rt.pulledRefs(), []string{"127.0.0.1:5000/mirror/gcr.io/x/tools:1"}; !slices.Equal(got, want) {
+		t.Errorf("runtime pulls = %q, want %q", got, want)
+	}
+	if a, ok := h.store.Get("gcr.io/x/tools:1"); !ok || a.ImageID != resp.GetImageRef() || a.Mirror != "127.0.0.1:5000/mirror/gcr.io/x/tools:1" {
+		t.Errorf("alias for gcr.io/x/tools:1 = %+v (found %v), want the mirror pull", a, ok)
+	}
+	if a, ok := h.store.Get("docker.io/ops/tools:1"); ok {
+		t.Errorf("alias recorded under the docker.io name: %+v", a)
+	}
+}
+
 func TestPullMetrics(t *testing.T) {
 	h := newHarness(t)
 	h.rt.publish("docker.io/library/busybox:1", "busybox")

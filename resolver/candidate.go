@@ -16,6 +16,10 @@ type Candidate struct {
 	// Ref is what the runtime is asked to pull: fully qualified, tagged or
 	// digested, with the host of Location as its domain.
 	Ref reference.Named
+	// Image is the fully qualified name this candidate pulls: the
+	// Resolution's Original, or for a short name the alias or the
+	// unqualified-search registry completion it was resolved from.
+	Image reference.Named
 	// Source is true for the rule's own location (or the original registry
 	// when no rule matched), false for a mirror.
 	Source bool
@@ -61,9 +65,11 @@ func (c Candidate) String() string {
 
 // Resolution is the outcome of resolving one reference.
 type Resolution struct {
-	// Original is the normalised reference: "nginx" becomes
-	// docker.io/library/nginx:latest; a digest is kept (and a tag given
-	// together with a digest is dropped).
+	// Original is the reference as CRI runtimes normalise it: "nginx"
+	// becomes docker.io/library/nginx:latest; a digest is kept (and a tag
+	// given together with a digest is dropped). The caller's credentials
+	// belong to its registry. A short name may be pulled under another
+	// name ([aliases], unqualified-search-registries): see Candidate.Image.
 	Original reference.Named
 	// Rule is the prefix of the matched [[registry]], "" if none matched.
 	Rule string

@@ -20,6 +20,11 @@ func (rs *ruleSet) describe() string {
 	for _, f := range rs.dropIns {
 		fmt.Fprintf(&b, "  %s\n", f)
 	}
+	if len(rs.searchRegistries) > 0 {
+		fmt.Fprintf(&b, "unqualified-search-registries: %s (a short name without an [aliases] entry is completed with each)\n", strings.Join(rs.searchRegistries, ", "))
+	} else {
+		b.WriteString("unqualified-search-registries: none (a short name without an [aliases] entry is completed with docker.io)\n")
+	}
 	if len(rs.registries) == 0 {
 		b.WriteString("no [[registry]] rules: every image is pulled from its own registry\n")
 		return b.String()

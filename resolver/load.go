@@ -30,6 +30,13 @@ type ruleSet struct {
 	registries []sysregistriesv2.Registry
 	// origin maps a prefix to the file whose [[registry]] is in effect.
 	origin map[string]string
+
+	// searchRegistries is unqualified-search-registries as merged by the
+	// library; empty means a short name without alias gets docker.io.
+	searchRegistries []string
+	// shortNameModeKey is the file setting short-name-mode, "" if none: the
+	// key is not used (see WithShortNameMode), check-config says so.
+	shortNameModeKey string
 }
 
 // load reads and validates the main file and the drop-in directory.
@@ -82,6 +89,9 @@ func load(confPath, confDir string, mainOptional bool) (*ruleSet, error) {
 			return nil, err
 		}
 		rs.recordOrigins(file, conf.Registries)
+		if conf.ShortNameMode != "" {
+			rs.shortNameModeKey = file
+		}
 	}
 
 	// Both paths must be set: with only the main file the library still
@@ -99,6 +109,7 @@ func load(confPath, confDir string, mainOptional bool) (*ruleSet, error) {
 		return nil, err
 	}
 	rs.registries = cloneRegistries(merged.Registries)
+	rs.searchRegistries = slices.Clone(merged.UnqualifiedSearchRegistries)
 	return rs, nil
 }
 

@@ -17,7 +17,9 @@ import (
 	"sync/atomic"
 
 	"go.podman.io/image/v5/docker/reference"
+	"go.podman.io/image/v5/pkg/shortnames"
 	"go.podman.io/image/v5/pkg/sysregistriesv2"
+	"go.podman.io/image/v5/types"
 )
 
 // Default locations, the same ones CRI-O and Podman use for a root process.
@@ -44,8 +46,34 @@ type Resolver struct {
 	// tolerates a missing main file only in its default search, and so do we.
 	mainOptional bool
 
+	// shortNameMode is how an ambiguous short name is handled, as CRI-O's
+	// own short_name_mode setting (it overrides the files' short-name-mode).
+	shortNameMode types.ShortNameMode
+
 	reloadMu sync.Mutex // serialises Reload so an older load never overwrites a newer one
 	rules    atomic.Pointer[ruleSet]
+}
+
+// Option configures a Resolver.
+type Option func(*Resolver) error
+
+// WithShortNameMode sets how a short name that several
+// unqualified-search-registries complete is handled: "enforcing" (the
+// default) refuses it as ambiguous, "disabled" tries each in turn. These are
+// the values of CRI-O's short_name_mode, which likewise decides in place of
+// the registries.conf short-name-mode key.
+func WithShortNameMode(mode string) Option {
+	return func(r *Resolver) error {
+		switch mode {
+		case "enforcing", "":
+			r.shortNameMode = types.ShortNameModeEnforcing
+		case "disabled":
+			r.shortNameMode = types.ShortNameModeDisabled
+		default:
+			return fmt.Errorf("short-name mode %q: want \"enforcing\" or \"disabled\"", mode)
+		}
+		return nil
+	}
 }
 
 // New loads and validates the registries configuration. An empty confPath
@@ -55,8 +83,13 @@ type Resolver struct {
 // path was given explicitly it is an error (a typo must not silently disable
 // every mirror), when it was defaulted it means "no main file" and only the
 // drop-in directory (which may also be missing) is read.
-func New(confPath, confDir string) (*Resolver, error) {
-	r := &Resolver{confPath: confPath, confDir: confDir}
+func New(confPath, confDir string, opts ...Option) (*Resolver, error) {
+	r := &Resolver{confPath: confPath, confDir: confDir, shortNameMode: types.ShortNameModeEnforcing}
+	for _, o := range opts {
+		if err := o(r); err != nil {
+			return nil, err
+		}
+	}
 	if r.confPath == "" {
 		r.confPath = DefaultConfPath
 		r.mainOptional = true
@@ -73,8 +106,8 @@ func New(confPath, confDir string) (*Resolver, error) {
 }
 
 // Check validates the configuration without keeping it.
-func Check(confPath, confDir string) error {
-	_, err := New(confPath, confDir)
+func Check(confPath, confDir string, opts ...Option) error {
+	_, err := New(confPath, confDir, opts...)
 	return err
 }
 
@@ -113,7 +146,11 @@ func (r *Resolver) Resolve(image string) (*Resolution, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w %q: %v", ErrInvalidReference, image, err)
 	}
-	return r.rules.Load().resolve(named)
+	rs := r.rules.Load()
+	if shortnames.IsShortName(image) {
+		return rs.resolveShort(image, named, r.shortNameMode)
+	}
+	return rs.resolve(named)
 }
 
 // resolve computes the candidates for an already normalised reference the
@@ -132,6 +169,7 @@ func (rs *ruleSet) resolve(named reference.Named) (*Resolution, error) {
 	if rule == nil {
 		res.Candidates = []Candidate{{
 			Ref:      named,
+			Image:    named,
 			Source:   true,
 			Location: reference.Domain(named),
 			Policy:   policySource,
@@ -150,6 +188,7 @@ func (rs *ruleSet) resolve(named reference.Named) (*Resolution, error) {
 		isSource := i == len(sources)-1 // the library appends the location last
 		c := Candidate{
 			Ref:      src.Reference,
+			Image:    named,
 			Source:   isSource,
 			Location: src.Endpoint.Location,
 			Insecure: src.Endpoint.Insecure,

@@ -3,13 +3,24 @@ package resolver
 import (
 	"fmt"
 	"strings"
+
+	"go.podman.io/image/v5/types"
 )
 
 // Warnings lists what in the rules in effect is valid and followed as
 // containers/image follows it, but often surprises whoever wrote it.
 // check-config prints them; they never stop the proxy.
 func (r *Resolver) Warnings() []string {
-	return r.rules.Load().warnings()
+	rs := r.rules.Load()
+	out := rs.warnings()
+	if rs.shortNameModeKey != "" {
+		mode := "enforcing"
+		if r.shortNameMode == types.ShortNameModeDisabled {
+			mode = "disabled"
+		}
+		out = append(out, fmt.Sprintf("short-name-mode in %s is not used: as in CRI-O (its short_name_mode), --short-name-mode decides (%s)", rs.shortNameModeKey, mode))
+	}
+	return out
 }
 
 func (rs *ruleSet) warnings() []string {
@@ -23,6 +34,19 @@ func (rs *ruleSet) warnings() []string {
 		if reg.Blocked && reg.Location != "" && reg.Location != reg.Prefix {
 			out = append(out, fmt.Sprintf("%s: blocked = true with location %q: blocked applies to the address contacted, so pulls are still made from %q (after any mirrors); block %q in a rule of its own to stop that",
 				where, reg.Location, reg.Location, reg.Location))
+		}
+		var insecure []string
+		if reg.Insecure {
+			insecure = append(insecure, reg.Location)
+		}
+		for _, m := range reg.Mirrors {
+			if m.Insecure {
+				insecure = append(insecure, m.Location)
+			}
+		}
+		if len(insecure) > 0 {
+			out = append(out, fmt.Sprintf("%s: insecure = true for %s: the runtime makes the pull, so it must itself allow plain HTTP or unverified TLS for that host (containerd: certs.d/HOST/hosts.toml); the proxy applies insecure to its manifest probe only",
+				where, strings.Join(insecure, ", ")))
 		}
 	}
 	return out

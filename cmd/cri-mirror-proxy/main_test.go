@@ -225,3 +225,34 @@ blocked = true
 		t.Errorf("check-config: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 }
+
+// TestResolveShortNames: resolve says which alias or search registry a short
+// name took, and --short-name-mode decides an ambiguous one.
+func TestResolveShortNames(t *testing.T) {
+	file, dir := writeConf(t, `unqualified-search-registries = ["quay.io", "docker.io"]
+short-name-mode = "permissive"
+[aliases]
+"tools" = "registry.example.com/ops/tools"
+`)
+	out, errOut, code := runCLI("resolve", "--registries-conf", file, "--registries-conf-dir", dir, "tools:1")
+	if code != 0 || out != "registry.example.com/ops/tools:1\tsource\tno matching rule\n" || !strings.Contains(errOut, `note: short name "tools:1": Resolved "tools" as an alias (`+file+`)`) {
+		t.Errorf("alias: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	out, errOut, code = runCLI("resolve", "--registries-conf", file, "--registries-conf-dir", dir, "app")
+	if code == 0 || out != "" || !strings.Contains(errOut, "short name mode is enforcing and the name is ambiguous: quay.io/app:latest, docker.io/library/app:latest") {
+		t.Errorf("ambiguous, enforcing: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	out, errOut, code = runCLI("resolve", "--registries-conf", file, "--registries-conf-dir", dir, "--short-name-mode", "disabled", "app")
+	if code != 0 || out != "quay.io/app:latest\tsource\tno matching rule\ndocker.io/library/app:latest\tsource\tno matching rule\n" ||
+		!strings.Contains(errOut, `note: short name "app": Resolving "app" using unqualified-search registries (`+file+`)`) {
+		t.Errorf("ambiguous, disabled: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	out, errOut, code = runCLI("check-config", "--registries-conf", file, "--registries-conf-dir", dir)
+	if code != 0 || !strings.Contains(out, "unqualified-search-registries: quay.io, docker.io") ||
+		!strings.Contains(out, "warning: short-name-mode in "+file+" is not used: as in CRI-O (its short_name_mode), --short-name-mode decides (enforcing)") {
+		t.Errorf("check-config: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	if _, errOut, code := runCLI("resolve", "--registries-conf", file, "--short-name-mode", "sometimes", "app"); code == 0 || !strings.Contains(errOut, `short-name mode "sometimes"`) {
+		t.Errorf("bad --short-name-mode: exit %d, stderr %q", code, errOut)
+	}
+}

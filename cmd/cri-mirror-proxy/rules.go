@@ -13,13 +13,15 @@ import (
 // rulesConfig locates the registries.conf mirror rules; shared by serve,
 // resolve and check-config.
 type rulesConfig struct {
-	file string
-	dir  string
+	file          string
+	dir           string
+	shortNameMode string
 }
 
 func (r *rulesConfig) register(f *flags) {
 	f.String(&r.file, "registries-conf", resolver.DefaultConfPath, "registries.conf (v2) with the mirror rules; may be missing at its default path")
 	f.String(&r.dir, "registries-conf-dir", resolver.DefaultConfDir, "directory of registries.conf drop-ins (*.conf)")
+	f.String(&r.shortNameMode, "short-name-mode", "enforcing", `a short name that several unqualified-search-registries complete: "enforcing" refuses it as ambiguous, "disabled" tries each (CRI-O's short_name_mode; the registries.conf key is not used)`)
 }
 
 // load reads the rules. The default main file may be missing (only drop-ins
@@ -30,7 +32,7 @@ func (r *rulesConfig) load() (*resolver.Resolver, error) {
 	if file == resolver.DefaultConfPath {
 		file = ""
 	}
-	rs, err := resolver.New(file, r.dir)
+	rs, err := resolver.New(file, r.dir, resolver.WithShortNameMode(r.shortNameMode))
 	if err != nil {
 		return nil, &exitError{code: 2, err: err}
 	}

@@ -8,6 +8,8 @@
 //     FindRegistry, PullSourcesFromReference and blocked check (what
 //     docker_image_src.go and docker_client.go do for a pull), over a
 //     generated corpus of registries.conf files and references;
+//   - short names: the resolver against what CRI-O's PullImage does with
+//     containers/image's shortnames.Resolve and its short-name modes;
 //   - import: the drop-in written by the import command against the
 //     registries.conf the machine-config-operator renders with
 //     openshift/runtime-utils EditRegistriesConfig from the same objects,

@@ -21,7 +21,7 @@ const testDigest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef01234
 // none is.
 type outcome struct {
 	refs []string
-	fail string // "", "blocked" (nothing may be contacted) or "rewrite" (the rule cannot rewrite the name)
+	fail string // "", "blocked" (nothing may be contacted) or "invalid" (refused as an invalid reference: a rule cannot rewrite the name, or a short name is ambiguous)
 }
 
 func (o outcome) String() string {
@@ -49,7 +49,7 @@ func libraryOutcome(t *testing.T, sys *types.SystemContext, named reference.Name
 	}
 	sources, err := reg.PullSourcesFromReference(named)
 	if err != nil {
-		return outcome{fail: "rewrite"}
+		return outcome{fail: "invalid"}
 	}
 	var o outcome
 	for _, s := range sources {
@@ -76,7 +76,7 @@ func proxyOutcome(t *testing.T, r *resolver.Resolver, image string) outcome {
 	case errors.As(err, &be):
 		return outcome{fail: "blocked"}
 	case errors.Is(err, resolver.ErrInvalidReference):
-		return outcome{fail: "rewrite"}
+		return outcome{fail: "invalid"}
 	case err != nil:
 		t.Fatalf("Resolve(%s): %v", image, err)
 	}

@@ -37,6 +37,9 @@ type ruleSet struct {
 	// shortNameModeKey is the file setting short-name-mode, "" if none: the
 	// key is not used (see WithShortNameMode), check-config says so.
 	shortNameModeKey string
+	// credentialHelpersKey and layerStoreHelperKey name the last file
+	// setting credential-helpers and additional-layer-store-auth-helper.
+	credentialHelpersKey, layerStoreHelperKey string
 }
 
 // load reads and validates the main file and the drop-in directory.
@@ -91,6 +94,12 @@ func load(confPath, confDir string, mainOptional bool) (*ruleSet, error) {
 		rs.recordOrigins(file, conf.Registries)
 		if conf.ShortNameMode != "" {
 			rs.shortNameModeKey = file
+		}
+		if len(conf.CredentialHelpers) > 0 {
+			rs.credentialHelpersKey = file
+		}
+		if conf.AdditionalLayerStoreAuthHelper != "" {
+			rs.layerStoreHelperKey = file
 		}
 	}
 

@@ -115,3 +115,30 @@ func TestShortNameModeOption(t *testing.T) {
 		t.Errorf("Warnings() = %q", w)
 	}
 }
+
+// TestWarningsForKeysLeftToOthers: keys CRI-O honours that the proxy does not
+// are named by check-config.
+func TestWarningsForKeysLeftToOthers(t *testing.T) {
+	confPath, confDir := confFiles(t, `credential-helpers = ["secretservice"]
+additional-layer-store-auth-helper = "helper"
+[[registry]]
+location = "quay.io"
+[[registry.mirror]]
+location = "m.example.com"
+insecure = true
+`, nil)
+	r, err := New(confPath, confDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := strings.Join(r.Warnings(), "\n")
+	for _, want := range []string{
+		"credential-helpers in " + confPath + " is not used for mirror credentials",
+		"additional-layer-store-auth-helper in " + confPath + " is not used",
+		`rule prefix "quay.io" in ` + confPath + ": insecure = true for m.example.com: the runtime makes the pull",
+	} {
+		if !strings.Contains(w, want) {
+			t.Errorf("warnings lack %q:\n%s", want, w)
+		}
+	}
+}

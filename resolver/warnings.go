@@ -20,6 +20,15 @@ func (r *Resolver) Warnings() []string {
 		}
 		out = append(out, fmt.Sprintf("short-name-mode in %s is not used: as in CRI-O (its short_name_mode), --short-name-mode decides (%s)", rs.shortNameModeKey, mode))
 	}
+	// Mirror credentials are looked up by containers/image with the proxy's
+	// auth file; it takes credential helpers from its default registries.conf
+	// search, which is these files only at their default paths.
+	if rs.credentialHelpersKey != "" && (r.confPath != DefaultConfPath || r.confDir != DefaultConfDir) {
+		out = append(out, fmt.Sprintf("credential-helpers in %s is not used for mirror credentials: they are looked up with the helpers of %s and %s (containers/image's defaults)", rs.credentialHelpersKey, DefaultConfPath, DefaultConfDir))
+	}
+	if rs.layerStoreHelperKey != "" {
+		out = append(out, fmt.Sprintf("additional-layer-store-auth-helper in %s is not used: it belongs to the runtime's image store, which the proxy does not manage", rs.layerStoreHelperKey))
+	}
 	return out
 }
 

@@ -15,24 +15,24 @@ const (
 	pruneTimeout = 5 * time.Second
 )
 
-// pruneStale drops the aliases of images that a complete listing (images,
-// the answer to an unfiltered ListImages) no longer shows: removed behind
+// pruneStale drops the aliases of images that a complete listing (the ids
+// of the answer to an unfiltered ListImages) no longer shows: removed behind
 // the proxy's back or garbage collected. Each such image is first asked
 // for by id, so one pulled after the listing was taken keeps its aliases.
 // The checks run in the background, one prune at a time, so the listing is
 // not held up.
-func (s *Server) pruneStale(images []*runtimeapi.Image) {
+func (s *Server) pruneStale(listed []string) {
 	ids := s.aliases.ImageIDs()
 	if len(ids) == 0 {
 		return
 	}
-	listed := make(map[string]bool, len(images))
-	for _, img := range images {
-		listed[img.GetId()] = true
+	seen := make(map[string]bool, len(listed))
+	for _, id := range listed {
+		seen[id] = true
 	}
 	var gone []string
 	for _, id := range ids {
-		if !listed[id] {
+		if !seen[id] {
 			gone = append(gone, id)
 			if len(gone) == pruneBatch {
 				break

@@ -9,8 +9,9 @@ import (
 )
 
 // ListImages forwards the listing and shows aliased images under their
-// original names. A complete listing also drops the aliases of images that
-// are gone (pruneStale).
+// original names. The server takes an unfiltered listing undecoded
+// (listImagesFrame); this typed path serves filtered ones, and an unfiltered
+// one from a caller inside the package.
 func (s *Server) ListImages(ctx context.Context, req *runtimeapi.ListImagesRequest) (*runtimeapi.ListImagesResponse, error) {
 	if f := s.aliasFilter(ctx, req.GetFilter()); f != req.GetFilter() {
 		req = &runtimeapi.ListImagesRequest{Filter: f}
@@ -18,9 +19,6 @@ func (s *Server) ListImages(ctx context.Context, req *runtimeapi.ListImagesReque
 	resp, err := s.images.ListImages(ctx, req)
 	if err != nil {
 		return nil, err
-	}
-	if req.GetFilter().GetImage().GetImage() == "" {
-		s.pruneStale(resp.GetImages())
 	}
 	for _, img := range resp.GetImages() {
 		s.translate(img)

@@ -35,6 +35,11 @@ type AliasStore interface {
 	Restore(as []store.Alias) (int, error)
 	// ImageIDs lists the image ids aliases point at.
 	ImageIDs() []string
+	// HasImage reports whether an alias points at image id.
+	HasImage(id []byte) bool
+	// Images counts the image ids aliases point at, with the table's
+	// generation, which changes with the table.
+	Images() (n int, generation uint64)
 }
 
 // Server implements runtimeapi.ImageServiceServer on top of a runtime's
@@ -54,6 +59,7 @@ type Server struct {
 	flights  flights
 	names    names
 	pruning  atomic.Bool // a pruneStale is running
+	listings listings
 
 	attemptTimeout time.Duration
 	stallTimeout   time.Duration

@@ -15,6 +15,8 @@ type index struct {
 	byImage  map[string][]string // image id → names
 	byMirror map[string][]string // mirror ref → names
 	byRepo   map[string][]string // repository of the name → names
+	// gen counts changes, so readers can tell a table they saw from a newer one.
+	gen uint64
 }
 
 func newIndex() *index {
@@ -33,6 +35,7 @@ func (ix *index) put(a Alias) {
 		unlink(ix.byRepo, Repository(old.Name), old.Name)
 	}
 	ix.byName[a.Name] = a
+	ix.gen++
 	link(ix.byImage, a.ImageID, a.Name)
 	link(ix.byMirror, a.Mirror, a.Name)
 	link(ix.byRepo, Repository(a.Name), a.Name)
@@ -44,6 +47,7 @@ func (ix *index) remove(name string) (Alias, bool) {
 		return Alias{}, false
 	}
 	delete(ix.byName, name)
+	ix.gen++
 	unlink(ix.byImage, a.ImageID, name)
 	unlink(ix.byMirror, a.Mirror, name)
 	unlink(ix.byRepo, Repository(name), name)

@@ -37,6 +37,23 @@ func (s *Store) Len() int {
 	return len(s.ix.byName)
 }
 
+// HasImage reports whether an alias points at image id. It takes the id as
+// bytes, as read from a runtime's undecoded answer, without copying it.
+func (s *Store) HasImage(id []byte) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	_, ok := s.ix.byImage[string(id)]
+	return ok
+}
+
+// Images returns how many distinct image ids the aliases point at, and the
+// generation of the table: it changes with every change to the table.
+func (s *Store) Images() (n int, generation uint64) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.ix.byImage), s.ix.gen
+}
+
 // ImageIDs returns the image ids the aliases point at, in no order.
 func (s *Store) ImageIDs() []string {
 	s.mu.RLock()

@@ -1,0 +1,214 @@
+package proxy
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/cri-mirror-proxy/cri-mirror-proxy/store"
+)
+
+// memAliases is an in-memory AliasStore for tests that need thousands of
+// tables: the real store writes each change to disk.
+type memAliases struct {
+	byName map[string]store.Alias
+	gen    uint64
+}
+
+func newMemAliases(as ...store.Alias) *memAliases {
+	m := &memAliases{byName: map[string]store.Alias{}}
+	for _, a := range as {
+		m.byName[a.Name] = a
+	}
+	return m
+}
+
+func (m *memAliases) Get(name string) (store.Alias, bool) { a, ok := m.byName[name]; return a, ok }
+func (m *memAliases) filter(keep func(store.Alias) bool) []store.Alias {
+	var out []store.Alias
+	for _, a := range m.byName {
+		if keep(a) {
+			out = append(out, a)
+		}
+	}
+	slices.SortFunc(out, func(a, b store.Alias) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+func (m *memAliases) ByImage(id string) []store.Alias {
+	return m.filter(func(a store.Alias) bool { return a.ImageID == id })
+}
+func (m *memAliases) ByMirror(ref string) []store.Alias {
+	return m.filter(func(a store.Alias) bool { return a.Mirror == ref })
+}
+func (m *memAliases) ByRepository(repo string) []store.Alias {
+	return m.filter(func(a store.Alias) bool { return store.Repository(a.Name) == repo })
+}
+func (m *memAliases) Put(a store.Alias) error { m.byName[a.Name] = a; m.gen++; return nil }
+func (m *memAliases) Delete(names ...string) error {
+	for _, n := range names {
+		delete(m.byName, n)
+	}
+	m.gen++
+	return nil
+}
+func (m *memAliases) DeleteImage(id string) ([]store.Alias, error) {
+	gone := m.ByImage(id)
+	for _, a := range gone {
+		delete(m.byName, a.Name)
+	}
+	m.gen++
+	return gone, nil
+}
+func (m *memAliases) Restore(as []store.Alias) (int, error) {
+	for _, a := range as {
+		m.byName[a.Name] = a
+	}
+	m.gen++
+	return len(as), nil
+}
+func (m *memAliases) ImageIDs() []string {
+	var ids []string
+	for _, a := range m.byName {
+		if !slices.Contains(ids, a.ImageID) {
+			ids = append(ids, a.ImageID)
+		}
+	}
+	return ids
+}
+func (m *memAliases) HasImage(id []byte) bool { return len(m.ByImage(string(id))) > 0 }
+func (m *memAliases) Images() (int, uint64)   { return len(m.ImageIDs()), m.gen }
+
+// randomListing makes a listing of up to n images out of a pool of ids, with
+// the names a runtime would show (mirror names among them), sometimes a
+// field the proxy does not know.
+func randomListing(r *rand.Rand, n int) *runtimeapi.ListImagesResponse {
+	resp := &runtimeapi.ListImagesResponse{}
+	for _, i := range r.Perm(12)[:r.IntN(n+1)] {
+		img := &runtimeapi.Image{Id: fmt.Sprintf("sha256:%064d", i), Size: uint64(r.IntN(1 << 20)), Pinned: r.IntN(5) == 0}
+		for range r.IntN(3) {
+			img.RepoTags = append(img.RepoTags, fmt.Sprintf("m%d.test/mirror/app%d:%d", r.IntN(2), i, r.IntN(3)))
+		}
+		if r.IntN(2) == 0 {
+			img.RepoTags = append(img.RepoTags, fmt.Sprintf("docker.io/library/plain%d:1", i))
+		}
+		for range r.IntN(3) {
+			img.RepoDigests = append(img.RepoDigests, fmt.Sprintf("m%d.test/mirror/app%d@sha256:%064d", r.IntN(2), i, r.IntN(4)))
+		}
+		if r.IntN(4) == 0 {
+			img.ProtoReflect().SetUnknown(protowire.AppendVarint(protowire.AppendTag(nil, 99, protowire.VarintType), uint64(i)))
+		}
+		resp.Images = append(resp.Images, img)
+	}
+	return resp
+}
+
+// randomAliases points up to n original names at images of the pool.
+func randomAliases(r *rand.Rand, n int) []store.Alias {
+	var as []store.Alias
+	for range r.IntN(n + 1) {
+		i := r.IntN(12)
+		mirror := fmt.Sprintf("m%d.test/mirror/app%d:%d", r.IntN(2), i, r.IntN(3))
+		name := fmt.Sprintf("docker.io/library/app%d:%d", i, r.IntN(3))
+		if r.IntN(3) == 0 {
+			name = fmt.Sprintf("docker.io/library/app%d@sha256:%064d", i, r.IntN(4))
+		}
+		as = append(as, store.Alias{Name: name, ImageID: fmt.Sprintf("sha256:%064d", i), Mirror: mirror})
+	}
+	return as
+}
+
+// TestListingTranslationEqualsDecoding: translating the undecoded listing
+// gives the same answer as decoding it, translating every image and
+// encoding it again, over thousands of generated listings and alias tables.
+func TestListingTranslationEqualsDecoding(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := range 3000 {
+		aliases := newMemAliases(randomAliases(r, 8)...)
+		s := New(nil, nil, aliases)
+		listing := randomListing(r, 10)
+		raw, err := proto.Marshal(listing)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Twice: the second answer comes from the cache.
+		for round := range 2 {
+			got, _, err := s.listings.translate(raw, s)
+			if err != nil {
+				t.Fatalf("case %d: %v", i, err)
+			}
+			var gotResp runtimeapi.ListImagesResponse
+			if err := proto.Unmarshal(got, &gotResp); err != nil {
+				t.Fatalf("case %d: the translated listing does not decode: %v", i, err)
+			}
+			want := proto.Clone(listing).(*runtimeapi.ListImagesResponse)
+			for _, img := range want.Images {
+				s.translate(img)
+			}
+			if !proto.Equal(&gotResp, want) {
+				t.Fatalf("case %d round %d:\nraw path: %v\ndecoded:  %v\naliases: %v", i, round, &gotResp, want, aliases.byName)
+			}
+		}
+	}
+}
+
+func TestListingCache(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	aliases := newMemAliases(randomAliases(r, 8)...)
+	for len(aliases.byName) < 4 {
+		aliases = newMemAliases(randomAliases(r, 8)...)
+	}
+	s := New(nil, nil, aliases)
+	listing := randomListing(r, 12)
+	for len(listing.Images) < 10 {
+		listing = randomListing(r, 12)
+	}
+	raw, _ := proto.Marshal(listing)
+	if _, _, err := s.listings.translate(raw, s); err != nil {
+		t.Fatal(err)
+	}
+	cached := len(s.listings.m)
+
+	// The same images in another order: every aliased image is a hit.
+	slices.Reverse(listing.Images)
+	reordered, _ := proto.Marshal(listing)
+	if _, _, err := s.listings.translate(reordered, s); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(s.listings.m); n != cached {
+		t.Errorf("cache grew from %d to %d on a reordered listing", cached, n)
+	}
+
+	// An alias change starts the cache over, and the answer shows the change.
+	a := store.Alias{Name: "docker.io/library/new:1", ImageID: listing.Images[0].Id, Mirror: "m0.test/mirror/new:1"}
+	if err := aliases.Put(a); err != nil {
+		t.Fatal(err)
+	}
+	got, _, err := s.listings.translate(reordered, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var resp runtimeapi.ListImagesResponse
+	if err := proto.Unmarshal(got, &resp); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(resp.Images[0].RepoTags, a.Name) {
+		t.Errorf("after an alias was added, the image shows %v, want %s among them", resp.Images[0].RepoTags, a.Name)
+	}
+
+	// A listing without aliased images comes back as it was sent.
+	s2 := New(nil, nil, newMemAliases())
+	if got, n, _ := s2.listings.translate(raw, s2); n != 0 || &got[0] != &raw[0] {
+		t.Errorf("a listing without aliases was copied (%d aliased)", n)
+	}
+
+	// Bytes that are not a listing are an error, not a panic.
+	if _, _, err := s.listings.translate([]byte{0x0a, 0xff}, s); err == nil {
+		t.Error("a truncated listing was accepted")
+	}
+}

@@ -87,8 +87,15 @@ func TestHandlerMetrics(t *testing.T) {
 }
 
 func TestHandlerPprof(t *testing.T) {
-	h := NewHandler(prometheus.NewRegistry(), nil)
-	for _, path := range []string{"/debug/pprof/", "/debug/pprof/goroutine?debug=1", "/debug/pprof/cmdline"} {
+	paths := []string{"/debug/pprof/", "/debug/pprof/goroutine?debug=1", "/debug/pprof/cmdline", "/debug/pprof/profile?seconds=1"}
+	off := NewHandler(prometheus.NewRegistry(), nil)
+	for _, path := range paths {
+		if code, _ := get(t, off, path); code != http.StatusNotFound {
+			t.Errorf("without WithPprof %s = %d, want 404", path, code)
+		}
+	}
+	h := NewHandler(prometheus.NewRegistry(), nil, WithPprof())
+	for _, path := range paths[:3] {
 		if code, _ := get(t, h, path); code != http.StatusOK {
 			t.Errorf("%s = %d, want 200", path, code)
 		}

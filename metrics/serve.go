@@ -7,19 +7,32 @@ import (
 	"net"
 	"net/http"
 	"time"
+
+	"golang.org/x/net/netutil"
 )
 
 const (
 	// shutdownGrace is how long in-flight scrapes get after ctx ends.
 	shutdownGrace = 5 * time.Second
-	// readHeaderTimeout stops a slow client from holding a connection open
-	// forever. There is no write timeout: /debug/pprof/profile streams for
-	// as long as the caller asks.
+	// readHeaderTimeout and readTimeout stop a slow client from holding a
+	// connection open; idleTimeout closes kept-alive connections between
+	// scrapes (Prometheus scrapes every 15-60s and reconnects at no cost).
+	// There is no write timeout: /debug/pprof/profile streams for as long
+	// as the caller asks.
 	readHeaderTimeout = 5 * time.Second
+	readTimeout       = 10 * time.Second
+	idleTimeout       = 30 * time.Second
+	// MaxConns caps the connections the endpoint holds open at once. Any
+	// local user can connect; without a cap, idle connections used up the
+	// process's file descriptors, and the CRI socket could accept no more
+	// calls. Connections beyond the cap wait in the kernel's backlog and
+	// cost the process nothing.
+	MaxConns = 32
 )
 
 // Serve listens on addr (host:port) and serves h until ctx is done, then shuts
-// down, giving in-flight requests 5s. It returns nil after a clean stop; a
+// down, giving in-flight requests 5s. At most MaxConns connections are open
+// at once. It returns nil after a clean stop; a
 // listen failure or an unfinished shutdown is an error naming addr.
 func Serve(ctx context.Context, addr string, h http.Handler) error {
 	var lc net.ListenConfig
@@ -50,9 +63,12 @@ func ServeListener(ctx context.Context, ln net.Listener, h http.Handler) error {
 // serve owns ln and closes it before returning.
 func serve(ctx context.Context, ln net.Listener, h http.Handler) error {
 	addr := ln.Addr().String()
+	ln = netutil.LimitListener(ln, MaxConns)
 	srv := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		IdleTimeout:       idleTimeout,
 		// Handlers see ctx end, so a long /readyz check or pprof profile
 		// stops with the process instead of running out the grace period.
 		BaseContext: func(net.Listener) context.Context { return ctx },

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -141,4 +142,69 @@ func TestServeCancelsInFlightRequests(t *testing.T) {
 	if d := time.Since(begin); d > shutdownGrace/2 {
 		t.Errorf("shutdown took %v with an in-flight request", d)
 	}
+}
+
+// TestServeCapsConnections: idle connections from a local client cannot
+// use up the process's file descriptors; once they go, scrapes answer.
+func TestServeCapsConnections(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- serve(ctx, ln, NewHandler(prometheus.NewRegistry(), nil)) }()
+	defer func() {
+		cancel()
+		waitErr(t, errc)
+	}()
+
+	before := openFDs(t)
+	const clients = 200
+	conns := make([]net.Conn, 0, clients)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for range clients {
+		c, err := net.DialTimeout("tcp", ln.Addr().String(), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	// Give the server time to accept what it will (a bounded wait, not a speed assert).
+	var grown int
+	for range 20 {
+		time.Sleep(50 * time.Millisecond)
+		grown = openFDs(t) - before
+	}
+	// The test's own client sockets count too.
+	if limit := clients + MaxConns + 8; grown > limit {
+		t.Errorf("%d idle clients grew the open descriptors by %d, want at most %d (the clients' own plus %d)", clients, grown, limit, MaxConns)
+	}
+
+	for _, c := range conns {
+		c.Close()
+	}
+	conns = conns[:0]
+	client := &http.Client{Timeout: 10 * time.Second}
+	resp, err := client.Get("http://" + ln.Addr().String() + "/healthz")
+	if err != nil {
+		t.Fatalf("/healthz after the idle clients left: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("/healthz = %d", resp.StatusCode)
+	}
+}
+
+func openFDs(t *testing.T) int {
+	t.Helper()
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(fds)
 }

@@ -7,6 +7,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/sirupsen/logrus"
+	logtest "github.com/sirupsen/logrus/hooks/test"
 )
 
 func writeConf(t *testing.T, body string) (file, dir string) {
@@ -254,5 +257,33 @@ short-name-mode = "permissive"
 	}
 	if _, errOut, code := runCLI("resolve", "--registries-conf", file, "--short-name-mode", "sometimes", "app"); code == 0 || !strings.Contains(errOut, `short-name mode "sometimes"`) {
 		t.Errorf("bad --short-name-mode: exit %d, stderr %q", code, errOut)
+	}
+}
+
+func TestWarnExposedAuthFile(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		mode os.FileMode
+		warn bool
+	}{{0o600, false}, {0o400, false}, {0o640, true}, {0o644, true}, {0o606, true}} {
+		path := filepath.Join(dir, "auth.json")
+		if err := os.WriteFile(path, []byte(`{"auths":{}}`), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(path, tc.mode); err != nil {
+			t.Fatal(err)
+		}
+		log, hook := logtest.NewNullLogger()
+		warnExposedAuthFile(path, log)
+		e := hook.LastEntry()
+		if got := e != nil && e.Level == logrus.WarnLevel && e.Data["auth_file"] == path; got != tc.warn {
+			t.Errorf("mode %04o: warned = %v, want %v (%v)", tc.mode, got, tc.warn, hook.AllEntries())
+		}
+	}
+	log, hook := logtest.NewNullLogger()
+	warnExposedAuthFile(filepath.Join(dir, "missing.json"), log)
+	warnExposedAuthFile("", log)
+	if len(hook.AllEntries()) != 0 {
+		t.Errorf("warned about a missing or unset auth file: %v", hook.AllEntries())
 	}
 }

@@ -34,6 +34,7 @@ type serveConfig struct {
 	runtimeEndpoint string
 	stateDir        string
 	metricsAddress  string
+	pprof           bool
 	authFile        string
 	attemptTimeout  time.Duration
 	stallTimeout    time.Duration
@@ -74,6 +75,7 @@ func parseServe(name string, args []string, stdout, stderr io.Writer) (serveConf
 	f.String(&c.runtimeEndpoint, "runtime-endpoint", "unix:///run/containerd/containerd.sock", "CRI socket of the real runtime")
 	f.String(&c.stateDir, "state-dir", "/var/lib/cri-mirror-proxy", "directory of the alias database")
 	f.String(&c.metricsAddress, "metrics-address", "127.0.0.1:9464", "HTTP address for /metrics, /healthz, /readyz and /status (empty: off)")
+	f.Bool(&c.pprof, "pprof", false, "also serve /debug/pprof/ on the metrics address (anyone who can reach it can read stacks and start profiles)")
 	f.String(&c.authFile, "auth-file", "", "auth.json with credentials for mirror hosts (default: the containers/image search order)")
 	f.Duration(&c.attemptTimeout, "attempt-timeout", 0, "bound on a mirror attempt that has another candidate after it (0: the caller's deadline only)")
 	f.Duration(&c.stallTimeout, "stall-timeout", proxy.DefaultStallTimeout, "a mirror attempt that has another candidate after it is abandoned when the runtime downloads nothing, or under 1 KiB/s while downloading, for this long (containerd only: read from its ingest progress; 0: off)")
@@ -189,6 +191,8 @@ func serve(ctx context.Context, c serveConfig) error {
 	}
 	m.StorePersistent.Set(boolGauge(!aliases.Volatile()))
 
+	warnExposedAuthFile(c.authFile, log)
+
 	conn, err := proxy.DialRuntime(c.runtimeEndpoint)
 	if err != nil {
 		return err
@@ -262,7 +266,11 @@ func serve(ctx context.Context, c serveConfig) error {
 			m.RuntimeUp.Set(boolGauge(err == nil))
 			return err
 		}
-		h := withStatus(metrics.NewHandler(reg, ready), st)
+		var hopts []metrics.HandlerOption
+		if c.pprof {
+			hopts = append(hopts, metrics.WithPprof())
+		}
+		h := withStatus(metrics.NewHandler(reg, ready, hopts...), st)
 		g.Go(func() error { return metrics.ServeListener(gctx, metricsLis, h) })
 	}
 	g.Go(func() error { reloadOnHUP(gctx, hup, rules, m, log, st.reloaded); return nil })
@@ -388,6 +396,23 @@ func rebuildAliases(ctx context.Context, srv *proxy.Server, log logrus.FieldLogg
 			return
 		case <-time.After(every):
 		}
+	}
+}
+
+// warnExposedAuthFile warns when the auth file holding the mirrors'
+// credentials can be read or written by users other than its owner. The
+// default search order (path "") is left to containers/image.
+func warnExposedAuthFile(path string, log logrus.FieldLogger) {
+	if path == "" {
+		return
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return // no file, no credentials: pulls go anonymous, as documented
+	}
+	if mode := fi.Mode().Perm(); mode&0o077 != 0 {
+		log.WithFields(logrus.Fields{"auth_file": path, "mode": fmt.Sprintf("%04o", mode)}).
+			Warn("the auth file can be read or written by other users: the registry credentials in it are exposed (chmod 600 it)")
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -27,20 +28,57 @@ func TestIdleMetricsConnections(t *testing.T) {
 		t.Fatalf("prlimit: %v\n%s", err, out)
 	}
 
+	// The client keeps its connections open: one the proxy closes (after its read timeout) is
+	// opened again at once, as a hostile local user would.
 	const idle = 300
-	var conns []net.Conn
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	open := map[net.Conn]bool{}
+	for range idle {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, 1)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				c, err := net.DialTimeout("tcp", p.metricsAddr, 5*time.Second)
+				if err != nil {
+					time.Sleep(10 * time.Millisecond)
+					continue
+				}
+				mu.Lock()
+				select {
+				case <-stop:
+					mu.Unlock()
+					c.Close()
+					return
+				default:
+				}
+				open[c] = true
+				mu.Unlock()
+				_ = c.SetDeadline(time.Now().Add(time.Minute))
+				_, _ = c.Read(buf) // until the proxy closes it, or the test does
+				mu.Lock()
+				delete(open, c)
+				mu.Unlock()
+				c.Close()
+			}
+		}()
+	}
 	defer func() {
-		for _, c := range conns {
+		mu.Lock()
+		close(stop)
+		for c := range open {
 			c.Close()
 		}
+		mu.Unlock()
+		wg.Wait()
 	}()
-	for range idle {
-		c, err := net.DialTimeout("tcp", p.metricsAddr, 5*time.Second)
-		if err != nil {
-			t.Fatalf("connecting to the metrics address: %v", err)
-		}
-		conns = append(conns, c)
-	}
 	// Let the proxy accept what it will.
 	var held int
 	for range 20 {
@@ -52,13 +90,15 @@ func TestIdleMetricsConnections(t *testing.T) {
 		t.Errorf("the proxy holds %d more descriptors for %d idle metrics connections, want at most 40", held, idle)
 	}
 
-	// A new CRI client: its connection needs a descriptor in the proxy.
+	// A new CRI client: its connection needs a descriptor in the proxy. Its deadline is below
+	// the metrics endpoint's 5s header timeout: the call must not wait for the proxy to shed
+	// metrics connections (kubelet's calls carry deadlines too).
 	conn, err := dialCRI(p.sock)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
 	defer cancel()
 	if _, err := runtimeapi.NewImageServiceClient(conn).ImageFsInfo(ctx, &runtimeapi.ImageFsInfoRequest{}); err != nil {
 		t.Errorf("ImageFsInfo from a new CRI client while %d metrics connections sit idle: %v", idle, err)

@@ -79,6 +79,8 @@ conf=$CMP_DIR/registries.conf
 # BENCH_PROXY_ARGS adds proxy flags for experiments (e.g. --probe=false); the targets are defined
 # for the defaults.
 read -r -a proxy_args <<<"${BENCH_PROXY_ARGS:-}"
+# The profiles are read from the proxy's /debug/pprof/, which is off by default.
+[[ -z ${BENCH_PROFILE_DIR:-} ]] || proxy_args=(--pprof "${proxy_args[@]}")
 cmp_proxy_start "$conf" "$CMP_CTD_SOCK" "${proxy_args[@]}"
 proxy_pid=$(cat "$CMP_DIR/proxy.pid")
 [[ $(readlink "/proc/$proxy_pid/exe") == "$(readlink -f "$CMP_PROXY_BIN")" ]] \

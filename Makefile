@@ -5,9 +5,10 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 TAGS := containers_image_openpgp
 LDFLAGS := -s -w -X main.version=$(VERSION)
 BIN := bin/cri-mirror-proxy
+TESTBIN := bin/test
 export CGO_ENABLED ?= 0
 
-.PHONY: help build image run test unit fuzz e2e soak critest bench gobench lint tools clean
+.PHONY: help build image testbin run test unit fuzz e2e soak critest bench gobench lint tools clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -21,6 +22,9 @@ BUSYBOX ?= /bin/busybox
 image: build ## the container image (as the Containerfile) without an engine, to bin/cri-mirror-proxy-image.tar named IMAGE (needs busybox-static)
 	$(GO) run ./test/image -binary $(BIN) -busybox $(BUSYBOX) -unit deploy/systemd/cri-mirror-proxy.service \
 		-tag '$(IMAGE)' -version '$(VERSION)' -o $(IMAGE_TAR)
+
+testbin: ## build the test programs (test/envtool, the bench driver) into TESTBIN (default bin/test)
+	$(GO) build -tags '$(TAGS)' -o $(TESTBIN)/ ./test/envtool ./test/bench
 
 run: ## install what is missing and run the demo (a local registry + containerd, or RUNTIME_ENDPOINT=...)
 	bash test/demo.sh

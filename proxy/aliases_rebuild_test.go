@@ -7,13 +7,15 @@ import (
 	"time"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/cri-mirror-proxy/cri-mirror-proxy/test/fakecri"
 )
 
 // runtimePull puts ref into the fake runtime directly, as a pull that did
 // not go through this proxy (or went through one whose table is lost).
 func (h *harness) runtimePull(ref, content string) string {
 	h.t.Helper()
-	h.rt.publish(ref, content)
+	h.rt.Publish(ref, content)
 	resp, err := h.rt.PullImage(ctx(h.t), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: ref}})
 	if err != nil {
 		h.t.Fatal(err)
@@ -29,7 +31,7 @@ func TestRebuildAliases(t *testing.T) {
 	h := newHarness(t)
 	app := h.runtimePull("127.0.0.1:5000/mirror/gcr.io/x/app:v1", "app")
 	h.runtimePull("mirror-a.test/hub/library/one:1", "one")
-	dig := h.runtimePull("mirror-b.test/library/dig@"+digestOf("dig"), "dig") // pulled by digest: no tag
+	dig := h.runtimePull("mirror-b.test/library/dig@"+fakecri.DigestOf("dig"), "dig") // pulled by digest: no tag
 	// One original, two different images under two mirrors: which is it?
 	h.runtimePull("mirror-a.test/hub/library/two:1", "two-a")
 	h.runtimePull("mirror-b.test/library/two:1", "two-b")
@@ -48,7 +50,7 @@ func TestRebuildAliases(t *testing.T) {
 		t.Fatalf("a wiped table has %d aliases", h.store.Len())
 	}
 	// A pull recorded before the rebuild runs is newer and stays.
-	h.rt.publish("mirror-a.test/hub/library/one:1", "one-new")
+	h.rt.Publish("mirror-a.test/hub/library/one:1", "one-new")
 	oneNew := h.mustPull("docker.io/library/one:1")
 
 	restored, ambiguous, err := h.srv.RebuildAliases(ctx(t))
@@ -60,9 +62,9 @@ func TestRebuildAliases(t *testing.T) {
 		t.Errorf("RebuildAliases = %d restored, %d ambiguous; want 2, 1", restored, ambiguous)
 	}
 	for name, want := range map[string]string{
-		"gcr.io/x/app:v1":                          app,
-		"docker.io/library/one:1":                  oneNew,
-		"docker.io/library/dig@" + digestOf("dig"): dig,
+		"gcr.io/x/app:v1":                                  app,
+		"docker.io/library/one:1":                          oneNew,
+		"docker.io/library/dig@" + fakecri.DigestOf("dig"): dig,
 	} {
 		a, ok := h.store.Get(name)
 		if !ok || a.ImageID != want {
@@ -88,14 +90,14 @@ func TestRebuildAliases(t *testing.T) {
 // lose their aliases on the next complete listing; the alias gauge follows.
 func TestListImagesPrunesStaleAliases(t *testing.T) {
 	h := newHarness(t)
-	h.rt.publish("127.0.0.1:5000/mirror/gcr.io/x/a:1", "a")
-	h.rt.publish("127.0.0.1:5000/mirror/gcr.io/x/b:1", "b")
+	h.rt.Publish("127.0.0.1:5000/mirror/gcr.io/x/a:1", "a")
+	h.rt.Publish("127.0.0.1:5000/mirror/gcr.io/x/b:1", "b")
 	a := h.mustPull("gcr.io/x/a:1")
 	h.mustPull("gcr.io/x/b:1")
 	if h.store.Len() != 2 {
 		t.Fatalf("%d aliases after two mirror pulls", h.store.Len())
 	}
-	h.rt.forget(a)
+	h.rt.Forget(a)
 
 	h.list("gcr.io/x/b:1") // a filtered listing says nothing about other images
 	time.Sleep(50 * time.Millisecond)

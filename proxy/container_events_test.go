@@ -6,14 +6,16 @@ import (
 	"testing"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/cri-mirror-proxy/cri-mirror-proxy/test/fakecri"
 )
 
 func TestContainerEventsShowOriginalNames(t *testing.T) {
 	h := newHarness(t)
-	h.rt.publish("mirror-a.test/hub/library/app:1", "app")
-	h.rt.publish("registry.example.com/plain:1", "plain")
-	h.rt.create(h.mustPull("app:1"), "app:1")
-	h.rt.create(h.mustPull("registry.example.com/plain:1"), "registry.example.com/plain:1")
+	h.rt.Publish("mirror-a.test/hub/library/app:1", "app")
+	h.rt.Publish("registry.example.com/plain:1", "plain")
+	h.rt.Create(h.mustPull("app:1"), "app:1")
+	h.rt.Create(h.mustPull("registry.example.com/plain:1"), "registry.example.com/plain:1")
 
 	stream, err := h.runtime.GetContainerEvents(ctx(t), &runtimeapi.GetEventsRequest{})
 	if err != nil {
@@ -41,10 +43,10 @@ func TestContainerEventsShowOriginalNames(t *testing.T) {
 		t.Errorf("event changed beyond image names: %v", ev)
 	}
 	st := ev.ContainersStatuses[0]
-	if st.Image.Image != "docker.io/library/app:1" || st.ImageRef != "docker.io/library/app@"+digestOf("app") {
+	if st.Image.Image != "docker.io/library/app:1" || st.ImageRef != "docker.io/library/app@"+fakecri.DigestOf("app") {
 		t.Errorf("event status image = %q %q, want the original names", st.Image.Image, st.ImageRef)
 	}
-	if st := events[4].ContainersStatuses[0]; st.Image.Image != "registry.example.com/plain:1" || st.ImageRef != "registry.example.com/plain@"+digestOf("plain") {
+	if st := events[4].ContainersStatuses[0]; st.Image.Image != "registry.example.com/plain:1" || st.ImageRef != "registry.example.com/plain@"+fakecri.DigestOf("plain") {
 		t.Errorf("event status of an image without a mirror = %q %q", st.Image.Image, st.ImageRef)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/cri-mirror-proxy/cri-mirror-proxy/store"
+	"github.com/cri-mirror-proxy/cri-mirror-proxy/test/fakecri"
 )
 
 func TestOriginals(t *testing.T) {
@@ -17,8 +18,8 @@ func TestOriginals(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { aliases.Close() })
-	dA, dC := digestOf("a"), digestOf("c")
-	idA, idC := idOf("a"), idOf("c")
+	dA, dC := fakecri.DigestOf("a"), fakecri.DigestOf("c")
+	idA, idC := fakecri.IDOf("a"), fakecri.IDOf("c")
 	for _, a := range []store.Alias{
 		{Name: "docker.io/library/app:1", ImageID: idA, Mirror: "mirror-a.test/hub/library/app:1"},
 		{Name: "docker.io/library/app@" + dA, ImageID: idA, Mirror: "mirror-b.test/library/app@" + dA},
@@ -81,7 +82,7 @@ func TestOriginals(t *testing.T) {
 
 func TestRawNamesChange(t *testing.T) {
 	h := newHarness(t)
-	h.rt.publish("mirror-a.test/hub/library/app:1", "app")
+	h.rt.Publish("mirror-a.test/hub/library/app:1", "app")
 	h.mustPull("app:1")
 	s := h.srv
 	mirrored := &runtimeapi.ContainerStatus{Id: "c", Image: &runtimeapi.ImageSpec{Image: "mirror-a.test/hub/library/app:1"}}

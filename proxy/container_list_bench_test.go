@@ -9,6 +9,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/cri-mirror-proxy/cri-mirror-proxy/store"
+	"github.com/cri-mirror-proxy/cri-mirror-proxy/test/fakecri"
 )
 
 // BenchmarkListContainersScan is what the proxy adds to a ListContainers
@@ -47,7 +48,7 @@ func benchListContainers(b *testing.B) (*Server, []byte) {
 	}
 	b.Cleanup(func() { aliases.Close() })
 	for i := range 1000 {
-		id := idOf(fmt.Sprint("aliased", i))
+		id := fakecri.IDOf(fmt.Sprint("aliased", i))
 		if err := aliases.Put(store.Alias{Name: fmt.Sprintf("docker.io/team/app-%d:1", i), ImageID: id, Mirror: fmt.Sprintf("mirror.test/hub/team/app-%d:1", i)}); err != nil {
 			b.Fatal(err)
 		}
@@ -55,7 +56,7 @@ func benchListContainers(b *testing.B) (*Server, []byte) {
 	// As containerd lists them: the image id kubelet created each container with.
 	resp := &runtimeapi.ListContainersResponse{}
 	for i := range 100 {
-		id := idOf(fmt.Sprint("image", i))
+		id := fakecri.IDOf(fmt.Sprint("image", i))
 		resp.Containers = append(resp.Containers, &runtimeapi.Container{
 			Id: fmt.Sprintf("%064d", i), PodSandboxId: fmt.Sprintf("%064d", i+1000),
 			Metadata: &runtimeapi.ContainerMetadata{Name: "main"},

@@ -5,6 +5,8 @@ import (
 
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/cri-mirror-proxy/cri-mirror-proxy/test/fakecri"
 )
 
 func (h *harness) listContainers(c runtimeapi.RuntimeServiceClient) *runtimeapi.ListContainersResponse {
@@ -18,13 +20,13 @@ func (h *harness) listContainers(c runtimeapi.RuntimeServiceClient) *runtimeapi.
 
 func TestListContainersShowsOriginalNames(t *testing.T) {
 	h := newHarness(t)
-	h.rt.listsByNames = true
-	h.rt.publish("mirror-a.test/hub/library/app:1", "app")
-	h.rt.publish("registry.example.com/plain:1", "plain")
+	h.rt.ListsByNames = true
+	h.rt.Publish("mirror-a.test/hub/library/app:1", "app")
+	h.rt.Publish("registry.example.com/plain:1", "plain")
 	app := h.mustPull("app:1")
 	plain := h.mustPull("registry.example.com/plain:1")
-	h.rt.create(app, "app:1")
-	h.rt.create(plain, "registry.example.com/plain:1")
+	h.rt.Create(app, "app:1")
+	h.rt.Create(plain, "registry.example.com/plain:1")
 
 	direct := h.listContainers(runtimeapi.NewRuntimeServiceClient(h.rtConn))
 	got := h.listContainers(h.runtime)
@@ -32,7 +34,7 @@ func TestListContainersShowsOriginalNames(t *testing.T) {
 		t.Fatalf("ListContainers = %v", got)
 	}
 	c := got.Containers[0]
-	if c.Image.Image != "docker.io/library/app:1" || c.ImageRef != "docker.io/library/app@"+digestOf("app") {
+	if c.Image.Image != "docker.io/library/app:1" || c.ImageRef != "docker.io/library/app@"+fakecri.DigestOf("app") {
 		t.Errorf("mirrored container listed as %q %q, want its original names", c.Image.Image, c.ImageRef)
 	}
 	if c.Labels["io.kubernetes.pod.name"] != "p-ctr0" || c.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
@@ -45,9 +47,9 @@ func TestListContainersShowsOriginalNames(t *testing.T) {
 
 func TestListContainersByImageIDUntouched(t *testing.T) {
 	h := newHarness(t)
-	h.rt.reportIDs = true
-	h.rt.publish("mirror-a.test/hub/library/app:1", "app")
-	h.rt.create(h.mustPull("app:1"), "app:1")
+	h.rt.ReportIDs = true
+	h.rt.Publish("mirror-a.test/hub/library/app:1", "app")
+	h.rt.Create(h.mustPull("app:1"), "app:1")
 	// containerd lists the image id a container was created with: the same
 	// answer whether the image came from a mirror or not.
 	if got, want := h.listContainers(h.runtime), h.listContainers(runtimeapi.NewRuntimeServiceClient(h.rtConn)); !proto.Equal(got, want) {

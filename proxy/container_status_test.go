@@ -5,6 +5,8 @@ import (
 
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/cri-mirror-proxy/cri-mirror-proxy/test/fakecri"
 )
 
 func (h *harness) containerStatus(id string) *runtimeapi.ContainerStatusResponse {
@@ -29,14 +31,14 @@ func (h *harness) directStatus(id string) *runtimeapi.ContainerStatusResponse {
 func TestContainerStatusShowsOriginalNames(t *testing.T) {
 	for _, reportIDs := range []bool{false, true} {
 		h := newHarness(t)
-		h.rt.reportIDs = reportIDs
-		h.rt.publish("mirror-a.test/hub/library/app:1", "app")
+		h.rt.ReportIDs = reportIDs
+		h.rt.Publish("mirror-a.test/hub/library/app:1", "app")
 		id := h.mustPull("app:1")
-		ctr := h.rt.create(id, "app:1")
+		ctr := h.rt.Create(id, "app:1")
 
 		// The runtime itself reports the mirror's names.
 		direct := h.directStatus(ctr).Status
-		if direct.Image.Image != "mirror-a.test/hub/library/app:1" || direct.ImageRef != "mirror-a.test/hub/library/app@"+digestOf("app") {
+		if direct.Image.Image != "mirror-a.test/hub/library/app:1" || direct.ImageRef != "mirror-a.test/hub/library/app@"+fakecri.DigestOf("app") {
 			t.Fatalf("fake runtime status = %v %v", direct.Image, direct.ImageRef)
 		}
 
@@ -45,7 +47,7 @@ func TestContainerStatusShowsOriginalNames(t *testing.T) {
 		if st.Image.Image != "docker.io/library/app:1" {
 			t.Errorf("reportIDs=%v: status.image.image = %q, want the original name", reportIDs, st.Image.Image)
 		}
-		if want := "docker.io/library/app@" + digestOf("app"); st.ImageRef != want {
+		if want := "docker.io/library/app@" + fakecri.DigestOf("app"); st.ImageRef != want {
 			t.Errorf("reportIDs=%v: status.image_ref = %q, want %q", reportIDs, st.ImageRef, want)
 		}
 		if want := map[bool]string{false: "", true: id}[reportIDs]; st.ImageId != want {
@@ -64,10 +66,10 @@ func TestContainerStatusShowsOriginalNames(t *testing.T) {
 
 func TestContainerStatusDigestPull(t *testing.T) {
 	h := newHarness(t)
-	ref := "docker.io/library/pinned@" + digestOf("pinned")
-	h.rt.publish("mirror-b.test/library/pinned@"+digestOf("pinned"), "pinned")
+	ref := "docker.io/library/pinned@" + fakecri.DigestOf("pinned")
+	h.rt.Publish("mirror-b.test/library/pinned@"+fakecri.DigestOf("pinned"), "pinned")
 	id := h.mustPull(ref)
-	st := h.containerStatus(h.rt.create(id, ref)).Status
+	st := h.containerStatus(h.rt.Create(id, ref)).Status
 	// No tag: the image stays what the container was created with (the id),
 	// as when the runtime pulls the original by digest.
 	if st.Image.Image != id {
@@ -80,12 +82,12 @@ func TestContainerStatusDigestPull(t *testing.T) {
 
 func TestContainerStatusWithoutMirrorPassesUntouched(t *testing.T) {
 	h := newHarness(t)
-	h.rt.publish("registry.example.com/plain:1", "plain")
+	h.rt.Publish("registry.example.com/plain:1", "plain")
 	id := h.mustPull("registry.example.com/plain:1")
 	// A mirrored image beside it: its aliases must not leak into the other.
-	h.rt.publish("mirror-a.test/hub/library/app:1", "app")
+	h.rt.Publish("mirror-a.test/hub/library/app:1", "app")
 	h.mustPull("app:1")
-	ctr := h.rt.create(id, "registry.example.com/plain:1")
+	ctr := h.rt.Create(id, "registry.example.com/plain:1")
 	if got, want := h.containerStatus(ctr), h.directStatus(ctr); !proto.Equal(got, want) {
 		t.Errorf("status of an image pulled without a mirror changed:\n got %v\nwant %v", got, want)
 	}
@@ -93,9 +95,9 @@ func TestContainerStatusWithoutMirrorPassesUntouched(t *testing.T) {
 
 func TestContainerStatusAfterImageRemoved(t *testing.T) {
 	h := newHarness(t)
-	h.rt.publish("mirror-a.test/hub/library/app:1", "app")
+	h.rt.Publish("mirror-a.test/hub/library/app:1", "app")
 	id := h.mustPull("app:1")
-	ctr := h.rt.create(id, "app:1")
+	ctr := h.rt.Create(id, "app:1")
 	if _, err := h.images.RemoveImage(ctx(t), &runtimeapi.RemoveImageRequest{Image: &runtimeapi.ImageSpec{Image: "docker.io/library/app:1"}}); err != nil {
 		t.Fatal(err)
 	}

@@ -42,9 +42,9 @@ func TestAlongsideProbeLeavesRecencyToThePull(t *testing.T) {
 		})))
 	clock := newFakeClock()
 	h.srv.gate.recent.now = clock.now
-	h.rt.publish("mirror-a.test/hub/library/one:1", "one")
-	h.rt.stall("mirror-a.test/hub/library/two:1")
-	h.rt.publish("mirror-a.test/hub/library/three:1", "three")
+	h.rt.Publish("mirror-a.test/hub/library/one:1", "one")
+	h.rt.Stall("mirror-a.test/hub/library/two:1")
+	h.rt.Publish("mirror-a.test/hub/library/three:1", "three")
 
 	h.mustPull("one:1") // probe before, then a hit at T
 	clock.advance(4 * time.Minute)
@@ -84,8 +84,8 @@ func TestBadContentOpensTheBreaker(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t)
-			h.rt.fail("mirror-a.test/hub/library/app:1", tc.err)
-			h.rt.publish("mirror-b.test/library/app:1", "app")
+			h.rt.Fail("mirror-a.test/hub/library/app:1", tc.err)
+			h.rt.Publish("mirror-b.test/library/app:1", "app")
 			h.mustPull("app:1")
 			if held := !h.srv.gate.breaker.allow("mirror-a.test/hub"); held != tc.fault {
 				t.Errorf("mirror held back = %v, want %v", held, tc.fault)
@@ -113,7 +113,7 @@ func TestProbesPerMirrorAreBounded(t *testing.T) {
 		return probePresent, nil
 	})))
 	for i := range pulls {
-		h.rt.publish(fmt.Sprintf("mirror-a.test/hub/library/burst%d:1", i), fmt.Sprint(i))
+		h.rt.Publish(fmt.Sprintf("mirror-a.test/hub/library/burst%d:1", i), fmt.Sprint(i))
 	}
 	errs := make(chan error, pulls)
 	for i := range pulls {

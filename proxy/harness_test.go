@@ -18,6 +18,7 @@ import (
 	"github.com/cri-mirror-proxy/cri-mirror-proxy/metrics"
 	"github.com/cri-mirror-proxy/cri-mirror-proxy/resolver"
 	"github.com/cri-mirror-proxy/cri-mirror-proxy/store"
+	"github.com/cri-mirror-proxy/cri-mirror-proxy/test/fakecri"
 )
 
 // testRules: docker.io has a tag-only mirror then an "all" mirror; gcr.io/x
@@ -64,10 +65,10 @@ func (m mapCredentials) Lookup(ref reference.Named) (*runtimeapi.AuthConfig, err
 }
 
 // harness runs a proxy Server over a real gRPC unix socket in front of a
-// fakeRuntime, with the real resolver and the real alias store.
+// fake runtime (fakecri), with the real resolver and the real alias store.
 type harness struct {
 	t       *testing.T
-	rt      *fakeRuntime
+	rt      *fakecri.Runtime
 	rtConn  *grpc.ClientConn
 	dbPath  string
 	rules   *resolver.Resolver
@@ -95,8 +96,8 @@ func newHarness(t *testing.T, opts ...Option) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{t: t, rt: newFakeRuntime(), dbPath: filepath.Join(dir, "state", "aliases.db"), rules: rules, opts: opts}
-	h.rtConn, err = DialRuntime(serveFake(t, h.rt))
+	h := &harness{t: t, rt: fakecri.New(), dbPath: filepath.Join(dir, "state", "aliases.db"), rules: rules, opts: opts}
+	h.rtConn, err = DialRuntime(fakecri.Serve(t, h.rt))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +126,7 @@ func (h *harness) start() {
 	opts := append([]Option{WithMetrics(h.metrics), WithLogger(quiet)}, h.opts...)
 	h.srv = New(h.rtConn, h.rules, h.store, opts...)
 	h.gs = h.srv.NewGRPCServer()
-	sock := shortSocket(t, "proxy.sock")
+	sock := fakecri.ShortSocket(t, "proxy.sock")
 	l, err := Listen("unix://"+sock, 0o660, -1)
 	if err != nil {
 		t.Fatal(err)

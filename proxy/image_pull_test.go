@@ -78,16 +78,16 @@ func TestPullOrderAndFallback(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t)
 			for ref, content := range tc.publish {
-				h.rt.publish(ref, content)
+				h.rt.Publish(ref, content)
 			}
 			for ref, code := range tc.fail {
-				h.rt.fail(ref, status.Error(code, "injected"))
+				h.rt.Fail(ref, status.Error(code, "injected"))
 			}
 			resp, err := h.pull(tc.image, nil)
 			if got := status.Code(err); got != tc.wantCode {
 				t.Fatalf("code = %v, want %v (err %v)", got, tc.wantCode, err)
 			}
-			if got := h.rt.pulledRefs(); !slices.Equal(got, tc.wantPulls) {
+			if got := h.rt.PulledRefs(); !slices.Equal(got, tc.wantPulls) {
 				t.Errorf("runtime pulls = %q, want %q", got, tc.wantPulls)
 			}
 			if err != nil {
@@ -118,12 +118,12 @@ func TestPullOrderAndFallback(t *testing.T) {
 // stores it, not under the docker.io name the runtime would give it.
 func TestPullShortNameAlias(t *testing.T) {
 	h := newHarness(t)
-	h.rt.publish("127.0.0.1:5000/mirror/gcr.io/x/tools:1", "tools")
+	h.rt.Publish("127.0.0.1:5000/mirror/gcr.io/x/tools:1", "tools")
 	resp, err := h.pull("ops/tools:1", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := h.rt.pulledRefs(), []string{"127.0.0.1:5000/mirror/gcr.io/x/tools:1"}; !slices.Equal(got, want) {
+	if got, want := h.rt.PulledRefs(), []string{"127.0.0.1:5000/mirror/gcr.io/x/tools:1"}; !slices.Equal(got, want) {
 		t.Errorf("runtime pulls = %q, want %q", got, want)
 	}
 	if a, ok := h.store.Get("gcr.io/x/tools:1"); !ok || a.ImageID != resp.GetImageRef() || a.Mirror != "127.0.0.1:5000/mirror/gcr.io/x/tools:1" {
@@ -136,8 +136,8 @@ func TestPullShortNameAlias(t *testing.T) {
 
 func TestPullMetrics(t *testing.T) {
 	h := newHarness(t)
-	h.rt.publish("docker.io/library/busybox:1", "busybox")
-	h.rt.publish("mirror-a.test/hub/library/nginx:1", "nginx")
+	h.rt.Publish("docker.io/library/busybox:1", "busybox")
+	h.rt.Publish("mirror-a.test/hub/library/nginx:1", "nginx")
 	h.mustPull("busybox:1") // a: miss, b: miss, source: hit
 	h.mustPull("nginx:1")   // a: hit
 
@@ -171,7 +171,7 @@ func TestPullCredentialsStayOnTheirHost(t *testing.T) {
 	podSecret := &runtimeapi.AuthConfig{Username: "pod", Password: "pod-secret", ServerAddress: "docker.io"}
 	mirrorCreds := &runtimeapi.AuthConfig{Username: "mirror", Password: "mirror-secret", ServerAddress: "mirror-b.test"}
 	h := newHarness(t, WithCredentials(mapCredentials{"mirror-b.test": mirrorCreds}))
-	h.rt.publish("docker.io/library/app:1", "app")
+	h.rt.Publish("docker.io/library/app:1", "app")
 	if _, err := h.pull("app:1", podSecret); err != nil {
 		t.Fatal(err)
 	}
@@ -180,7 +180,7 @@ func TestPullCredentialsStayOnTheirHost(t *testing.T) {
 		"mirror-b.test/library/app:1":     mirrorCreds,
 		"docker.io/library/app:1":         podSecret,
 	}
-	calls := h.rt.pulled()
+	calls := h.rt.Pulls()
 	if len(calls) != len(want) {
 		t.Fatalf("pulls = %v", calls)
 	}
@@ -216,36 +216,36 @@ func TestPullRefused(t *testing.T) {
 			t.Errorf("pull %.40q: err = %v, want code %v mentioning %q", tc.image, err, tc.code, tc.message)
 		}
 	}
-	if got := h.rt.pulled(); len(got) != 0 {
+	if got := h.rt.Pulls(); len(got) != 0 {
 		t.Errorf("refused pulls reached the runtime: %v", got)
 	}
 }
 
 func TestPullHonoursCallerDeadline(t *testing.T) {
 	h := newHarness(t)
-	h.rt.block = make(chan struct{}) // never released: every runtime pull hangs
-	h.rt.publish("mirror-a.test/hub/library/slow:1", "slow")
+	h.rt.Block = make(chan struct{}) // never released: every runtime pull hangs
+	h.rt.Publish("mirror-a.test/hub/library/slow:1", "slow")
 	c, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	_, err := h.images.PullImage(c, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "slow:1"}})
 	if status.Code(err) != codes.DeadlineExceeded {
 		t.Fatalf("err = %v, want DeadlineExceeded", err)
 	}
-	if got := h.rt.pulledRefs(); len(got) != 1 {
+	if got := h.rt.PulledRefs(); len(got) != 1 {
 		t.Errorf("after the deadline no further candidate may be tried; pulls = %v", got)
 	}
 }
 
 func TestPullAttemptTimeoutMovesOn(t *testing.T) {
 	h := newHarness(t, WithAttemptTimeout(100*time.Millisecond))
-	h.rt.started = make(chan string, 10)
-	h.rt.block = make(chan struct{})
-	h.rt.publish("mirror-b.test/library/app:1", "app")
+	h.rt.Started = make(chan string, 10)
+	h.rt.Block = make(chan struct{})
+	h.rt.Publish("mirror-b.test/library/app:1", "app")
 	go func() {
 		// mirror-a stalls; release the runtime once mirror-b is asked.
-		for ref := range h.rt.started {
+		for ref := range h.rt.Started {
 			if strings.HasPrefix(ref, "mirror-b.test") {
-				close(h.rt.block)
+				close(h.rt.Block)
 				return
 			}
 		}
@@ -260,9 +260,9 @@ func TestPullAttemptTimeoutMovesOn(t *testing.T) {
 
 func TestPullDeduplicates(t *testing.T) {
 	h := newHarness(t)
-	h.rt.started = make(chan string, 100)
-	h.rt.block = make(chan struct{})
-	h.rt.publish("mirror-a.test/hub/library/app:1", "app")
+	h.rt.Started = make(chan string, 100)
+	h.rt.Block = make(chan struct{})
+	h.rt.Publish("mirror-a.test/hub/library/app:1", "app")
 
 	const callers = 20
 	var wg sync.WaitGroup
@@ -278,7 +278,7 @@ func TestPullDeduplicates(t *testing.T) {
 		}()
 	}
 	select {
-	case <-h.rt.started: // the one shared pull reached the runtime
+	case <-h.rt.Started: // the one shared pull reached the runtime
 	case <-time.After(5 * time.Second):
 		t.Fatal("no pull reached the runtime")
 	}
@@ -287,7 +287,7 @@ func TestPullDeduplicates(t *testing.T) {
 	for h.waiters("docker.io/library/app:1") < callers && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
-	close(h.rt.block)
+	close(h.rt.Block)
 	wg.Wait()
 	close(errs)
 	close(ids)
@@ -305,16 +305,16 @@ func TestPullDeduplicates(t *testing.T) {
 			t.Fatalf("callers got different ids: %q vs %q", id, first)
 		}
 	}
-	if got := h.rt.pulledRefs(); len(got) != 1 {
+	if got := h.rt.PulledRefs(); len(got) != 1 {
 		t.Fatalf("runtime pulls = %d (%v), want 1", len(got), got)
 	}
 }
 
 func TestPullCallerLeavingDoesNotFailOthers(t *testing.T) {
 	h := newHarness(t)
-	h.rt.started = make(chan string, 10)
-	h.rt.block = make(chan struct{})
-	h.rt.publish("mirror-a.test/hub/library/app:1", "app")
+	h.rt.Started = make(chan string, 10)
+	h.rt.Block = make(chan struct{})
+	h.rt.Publish("mirror-a.test/hub/library/app:1", "app")
 
 	impatient, cancel := context.WithCancel(context.Background())
 	firstErr := make(chan error, 1)
@@ -322,7 +322,7 @@ func TestPullCallerLeavingDoesNotFailOthers(t *testing.T) {
 		_, err := h.images.PullImage(impatient, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "app:1"}})
 		firstErr <- err
 	}()
-	<-h.rt.started
+	<-h.rt.Started
 	second := make(chan error, 1)
 	go func() { _, err := h.pull("app:1", nil); second <- err }()
 	deadline := time.Now().Add(5 * time.Second)
@@ -333,7 +333,7 @@ func TestPullCallerLeavingDoesNotFailOthers(t *testing.T) {
 	if err := <-firstErr; status.Code(err) != codes.Canceled {
 		t.Errorf("cancelled caller: %v", err)
 	}
-	close(h.rt.block)
+	close(h.rt.Block)
 	if err := <-second; err != nil {
 		t.Errorf("remaining caller failed: %v", err)
 	}
@@ -354,7 +354,7 @@ func (h *harness) waiters(image string) int {
 
 func TestPullRuntimeDownDoesNotBlameMirrors(t *testing.T) {
 	h := newHarness(t)
-	h.rt.server.Stop()
+	h.rt.Stop()
 	_, err := h.pull("app:1", nil)
 	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "runtime unavailable") {
 		t.Fatalf("pull with the runtime gone: %v, want Unavailable naming the runtime", err)

@@ -6,10 +6,12 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/cri-mirror-proxy/cri-mirror-proxy/test/fakecri"
 )
 
 func TestListen(t *testing.T) {
-	sock := filepath.Join(shortSocket(t, "sub"), "cri.sock") // parent does not exist yet
+	sock := filepath.Join(fakecri.ShortSocket(t, "sub"), "cri.sock") // parent does not exist yet
 	l, err := Listen("unix://"+sock, 0o660, -1)
 	if err != nil {
 		t.Fatal(err)

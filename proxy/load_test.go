@@ -17,15 +17,15 @@ func TestLoad(t *testing.T) {
 	}
 	h := newHarness(t)
 	for i := range 10 {
-		h.rt.publish(fmt.Sprintf("mirror-a.test/hub/library/app:%d", i), fmt.Sprintf("app-%d", i))
+		h.rt.Publish(fmt.Sprintf("mirror-a.test/hub/library/app:%d", i), fmt.Sprintf("app-%d", i))
 	}
-	h.rt.publish(mirrorTag, "y")
+	h.rt.Publish(mirrorTag, "y")
 	id := h.mustPull(origTag)
 	baseline := runtime.NumGoroutine()
 
 	// Hold the runtime's pulls until every caller has joined, so the
 	// de-duplication is what keeps the count at one per tag.
-	h.rt.block = make(chan struct{})
+	h.rt.Block = make(chan struct{})
 	var wg sync.WaitGroup
 	errs := make(chan error, 1100)
 	for i := range 100 {
@@ -46,7 +46,7 @@ func TestLoad(t *testing.T) {
 			}
 		})
 	}
-	close(h.rt.block)
+	close(h.rt.Block)
 	wg.Wait()
 	close(errs)
 	n := 0
@@ -63,7 +63,7 @@ func TestLoad(t *testing.T) {
 	}
 
 	pulls := map[string]int{}
-	for _, ref := range h.rt.pulledRefs() {
+	for _, ref := range h.rt.PulledRefs() {
 		pulls[ref]++
 	}
 	for i := range 10 {

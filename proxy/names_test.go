@@ -11,6 +11,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/cri-mirror-proxy/cri-mirror-proxy/test/fakecri"
 )
 
 const (
@@ -20,7 +22,7 @@ const (
 
 // pullMirrored pulls gcr.io/x/y:t, served by its mirror, and returns the id.
 func pullMirrored(h *harness) string {
-	h.rt.publish(mirrorTag, "y")
+	h.rt.Publish(mirrorTag, "y")
 	return h.mustPull(origTag)
 }
 
@@ -37,7 +39,7 @@ func wantOriginalView(t *testing.T, how string, img *runtimeapi.Image, id string
 	if !slices.Equal(img.RepoTags, []string{origTag}) {
 		t.Errorf("%s: repo_tags = %q, want exactly [%s]", how, img.RepoTags, origTag)
 	}
-	want := []string{"gcr.io/x/y@" + digestOf("y")}
+	want := []string{"gcr.io/x/y@" + fakecri.DigestOf("y")}
 	if !slices.Equal(img.RepoDigests, want) {
 		t.Errorf("%s: repo_digests = %q, want %q", how, img.RepoDigests, want)
 	}
@@ -46,7 +48,7 @@ func wantOriginalView(t *testing.T, how string, img *runtimeapi.Image, id string
 func TestStatusShowsOriginalName(t *testing.T) {
 	h := newHarness(t)
 	id := pullMirrored(h)
-	for _, name := range []string{origTag, id, mirrorTag, "gcr.io/x/y@" + digestOf("y"), "127.0.0.1:5000/mirror/gcr.io/x/y@" + digestOf("y")} {
+	for _, name := range []string{origTag, id, mirrorTag, "gcr.io/x/y@" + fakecri.DigestOf("y"), "127.0.0.1:5000/mirror/gcr.io/x/y@" + fakecri.DigestOf("y")} {
 		wantOriginalView(t, "ImageStatus("+name+")", h.status(name), id)
 	}
 	if img := h.status("gcr.io/x/y:other"); img != nil {
@@ -63,7 +65,7 @@ func TestStatusShowsOriginalName(t *testing.T) {
 
 func TestStatusShortNames(t *testing.T) {
 	h := newHarness(t)
-	h.rt.publish("mirror-a.test/hub/library/nginx:latest", "nginx")
+	h.rt.Publish("mirror-a.test/hub/library/nginx:latest", "nginx")
 	id := h.mustPull("nginx")
 	for _, name := range []string{"nginx", "nginx:latest", "library/nginx", "docker.io/library/nginx:latest"} {
 		img := h.status(name)
@@ -76,7 +78,7 @@ func TestStatusShortNames(t *testing.T) {
 func TestListShowsOriginalNames(t *testing.T) {
 	h := newHarness(t)
 	id := pullMirrored(h)
-	h.rt.publish("registry.example.com/plain:1", "plain")
+	h.rt.Publish("registry.example.com/plain:1", "plain")
 	plainID := h.mustPull("registry.example.com/plain:1")
 
 	images := h.list("")
@@ -125,8 +127,8 @@ func TestListShowsOriginalNames(t *testing.T) {
 
 func TestTwoOriginalsOneImage(t *testing.T) {
 	h := newHarness(t)
-	h.rt.publish("mirror-a.test/hub/library/app:1", "app")
-	h.rt.publish("mirror-a.test/hub/library/app:stable", "app")
+	h.rt.Publish("mirror-a.test/hub/library/app:1", "app")
+	h.rt.Publish("mirror-a.test/hub/library/app:stable", "app")
 	id := h.mustPull("app:1")
 	if id2 := h.mustPull("app:stable"); id2 != id {
 		t.Fatalf("same content, different ids %s %s", id, id2)
@@ -136,7 +138,7 @@ func TestTwoOriginalsOneImage(t *testing.T) {
 	if !slices.Equal(img.RepoTags, want) {
 		t.Errorf("repo_tags = %q, want %q", img.RepoTags, want)
 	}
-	if want := []string{"docker.io/library/app@" + digestOf("app")}; !slices.Equal(img.RepoDigests, want) {
+	if want := []string{"docker.io/library/app@" + fakecri.DigestOf("app")}; !slices.Equal(img.RepoDigests, want) {
 		t.Errorf("repo_digests = %q, want %q", img.RepoDigests, want)
 	}
 }
@@ -170,7 +172,7 @@ func TestRemoveDropsAliases(t *testing.T) {
 func TestStaleAliasIsDropped(t *testing.T) {
 	h := newHarness(t)
 	id := pullMirrored(h)
-	h.rt.forget(id) // removed behind the proxy's back
+	h.rt.Forget(id) // removed behind the proxy's back
 	if img := h.status(origTag); img != nil {
 		t.Fatalf("stale alias answered: %v", img)
 	}
@@ -184,7 +186,7 @@ func TestAliasesSurviveRestart(t *testing.T) {
 	id := pullMirrored(h)
 	h.restart()
 	wantOriginalView(t, "after restart", h.status(origTag), id)
-	if got := h.rt.pulledRefs(); len(got) != 1 {
+	if got := h.rt.PulledRefs(); len(got) != 1 {
 		t.Errorf("restart caused pulls: %v", got)
 	}
 }
@@ -192,8 +194,8 @@ func TestAliasesSurviveRestart(t *testing.T) {
 func TestSourcePullReplacesAlias(t *testing.T) {
 	h := newHarness(t)
 	pullMirrored(h)
-	h.rt.fail(mirrorTag, status.Error(codes.Unavailable, "mirror down"))
-	h.rt.publish(origTag, "y2")
+	h.rt.Fail(mirrorTag, status.Error(codes.Unavailable, "mirror down"))
+	h.rt.Publish(origTag, "y2")
 	id2 := h.mustPull(origTag)
 	if _, ok := h.store.Get(origTag); ok {
 		t.Error("alias kept after the source served the original name")
@@ -220,12 +222,12 @@ func TestRepoOf(t *testing.T) {
 
 func TestStatusOfUnaliasedImageIsTheRuntimes(t *testing.T) {
 	h := newHarness(t)
-	h.rt.publish("registry.example.com/plain:1", "plain")
+	h.rt.Publish("registry.example.com/plain:1", "plain")
 	id := h.mustPull("registry.example.com/plain:1")
 	for _, name := range []string{"registry.example.com/plain:1", id} {
 		img := h.status(name)
 		if img.GetId() != id || !slices.Equal(img.GetRepoTags(), []string{"registry.example.com/plain:1"}) ||
-			!slices.Equal(img.GetRepoDigests(), []string{"registry.example.com/plain@" + digestOf("plain")}) || img.GetSize() != 1234 {
+			!slices.Equal(img.GetRepoDigests(), []string{"registry.example.com/plain@" + fakecri.DigestOf("plain")}) || img.GetSize() != 1234 {
 			t.Errorf("ImageStatus(%s) = %v", name, img)
 		}
 	}

@@ -63,7 +63,7 @@ func TestImageFsInfoForwarded(t *testing.T) {
 
 func TestGRPCMetricsPerMethod(t *testing.T) {
 	h := newHarness(t)
-	h.rt.publish("mirror-a.test/hub/library/one:1", "one")
+	h.rt.Publish("mirror-a.test/hub/library/one:1", "one")
 	h.mustPull("one:1")
 	for range 3 {
 		h.status("docker.io/library/one:1")

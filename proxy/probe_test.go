@@ -41,13 +41,13 @@ func (m mapProber) Probe(_ context.Context, _ *resolver.Resolution, c resolver.C
 
 func TestBreakerSkipsFailedMirror(t *testing.T) {
 	h := newHarness(t)
-	h.rt.fail("mirror-a.test/hub/library/one:1", status.Error(codes.Unknown, "dial tcp 10.0.0.1:443: connect: connection refused"))
-	h.rt.publish("mirror-b.test/library/one:1", "one")
-	h.rt.publish("mirror-b.test/library/two:1", "two")
+	h.rt.Fail("mirror-a.test/hub/library/one:1", status.Error(codes.Unknown, "dial tcp 10.0.0.1:443: connect: connection refused"))
+	h.rt.Publish("mirror-b.test/library/one:1", "one")
+	h.rt.Publish("mirror-b.test/library/two:1", "two")
 	h.mustPull("one:1")
 	h.mustPull("two:1")
 	want := []string{"mirror-a.test/hub/library/one:1", "mirror-b.test/library/one:1", "mirror-b.test/library/two:1"}
-	if got := h.rt.pulledRefs(); !slices.Equal(got, want) {
+	if got := h.rt.PulledRefs(); !slices.Equal(got, want) {
 		t.Errorf("runtime pulls = %q, want %q (the failed mirror held back)", got, want)
 	}
 	if got := testutil.ToFloat64(h.metrics.Attempts.WithLabelValues("docker.io", "mirror-a.test/hub", metrics.ResultSkipped)); got != 1 {
@@ -60,12 +60,12 @@ func TestBreakerSkipsFailedMirror(t *testing.T) {
 
 func TestCacheMissKeepsMirrorHealthy(t *testing.T) {
 	h := newHarness(t)
-	h.rt.publish("mirror-b.test/library/one:1", "one")
-	h.rt.publish("mirror-a.test/hub/library/two:1", "two")
+	h.rt.Publish("mirror-b.test/library/one:1", "one")
+	h.rt.Publish("mirror-a.test/hub/library/two:1", "two")
 	h.mustPull("one:1") // mirror-a: not found, a miss
 	h.mustPull("two:1")
 	want := []string{"mirror-a.test/hub/library/one:1", "mirror-b.test/library/one:1", "mirror-a.test/hub/library/two:1"}
-	if got := h.rt.pulledRefs(); !slices.Equal(got, want) {
+	if got := h.rt.PulledRefs(); !slices.Equal(got, want) {
 		t.Errorf("runtime pulls = %q, want %q", got, want)
 	}
 }
@@ -75,10 +75,10 @@ func TestProbeSkipsMirrors(t *testing.T) {
 		"mirror-a.test/hub/library/app:1": probeAbsent,
 		"mirror-b.test/library/app:1":     probeUnreachable,
 	}))
-	h.rt.publish("docker.io/library/app:1", "app")
-	h.rt.publish("mirror-b.test/library/other:1", "other")
+	h.rt.Publish("docker.io/library/app:1", "app")
+	h.rt.Publish("mirror-b.test/library/other:1", "other")
 	h.mustPull("app:1")
-	if got := h.rt.pulledRefs(); !slices.Equal(got, []string{"docker.io/library/app:1"}) {
+	if got := h.rt.PulledRefs(); !slices.Equal(got, []string{"docker.io/library/app:1"}) {
 		t.Errorf("runtime pulls = %q: probed-out mirrors must not reach the runtime", got)
 	}
 	for result, want := range map[string]float64{metrics.ResultMissing: 1, metrics.ResultUnreachable: 0} {
@@ -94,7 +94,7 @@ func TestProbeSkipsMirrors(t *testing.T) {
 	if _, err := h.pull("other:1", nil); err == nil {
 		t.Fatal("other:1 exists only on the held-back mirror; the pull should fail")
 	}
-	for _, ref := range h.rt.pulledRefs() {
+	for _, ref := range h.rt.PulledRefs() {
 		if strings.HasPrefix(ref, "mirror-b.test/") {
 			t.Errorf("held-back mirror reached the runtime: %s", ref)
 		}
@@ -180,7 +180,7 @@ func withProbeDelay(d time.Duration) Option { return func(s *Server) { s.probeDe
 // waitForPull waits (bounded) until the runtime was asked to pull ref.
 func (h *harness) waitForPull(ref string) bool {
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
-		if slices.Contains(h.rt.pulledRefs(), ref) {
+		if slices.Contains(h.rt.PulledRefs(), ref) {
 			return true
 		}
 	}
@@ -191,12 +191,12 @@ func TestProbeBeforeUntilTheMirrorAnswered(t *testing.T) {
 	// Without the overlap every probe runs before the pull: a mirror that
 	// served a pull a moment ago and lacks the next tag is still not asked.
 	h := newHarness(t, WithProbeOverlap(0), withProber(mapProber{"mirror-a.test/hub/library/two:1": probeAbsent}))
-	h.rt.publish("mirror-a.test/hub/library/one:1", "one")
-	h.rt.publish("mirror-b.test/library/two:1", "two")
+	h.rt.Publish("mirror-a.test/hub/library/one:1", "one")
+	h.rt.Publish("mirror-b.test/library/two:1", "two")
 	h.mustPull("one:1")
 	h.mustPull("two:1")
 	want := []string{"mirror-a.test/hub/library/one:1", "mirror-b.test/library/two:1"}
-	if got := h.rt.pulledRefs(); !slices.Equal(got, want) {
+	if got := h.rt.PulledRefs(); !slices.Equal(got, want) {
 		t.Errorf("runtime pulls = %q, want %q", got, want)
 	}
 }
@@ -214,14 +214,14 @@ func TestProbeAlongsideStopsAPullToAMirrorThatStopsAnswering(t *testing.T) {
 		}
 		return probeUnreachable, context.DeadlineExceeded
 	})))
-	h.rt.publish("mirror-a.test/hub/library/one:1", "one")
-	h.rt.stall("mirror-a.test/hub/library/two:1")
-	h.rt.publish("mirror-b.test/library/two:1", "two")
+	h.rt.Publish("mirror-a.test/hub/library/one:1", "one")
+	h.rt.Stall("mirror-a.test/hub/library/two:1")
+	h.rt.Publish("mirror-b.test/library/two:1", "two")
 	h.mustPull("one:1") // probe before: mirror-a had not answered yet
 	h.mustPull("two:1") // probe alongside; the stalled pull is stopped
 
 	want := []string{"mirror-a.test/hub/library/one:1", "mirror-a.test/hub/library/two:1", "mirror-b.test/library/two:1"}
-	if got := h.rt.pulledRefs(); !slices.Equal(got, want) {
+	if got := h.rt.PulledRefs(); !slices.Equal(got, want) {
 		t.Errorf("runtime pulls = %q, want %q", got, want)
 	}
 	for result, want := range map[string]float64{metrics.ResultSuccess: 1, metrics.ResultUnreachable: 1, metrics.ResultCanceled: 0, metrics.ResultError: 0} {
@@ -242,9 +242,9 @@ func TestProbeAlongsideStopsAPullToAMirrorThatStopsAnswering(t *testing.T) {
 	}
 	// Once it failed, the mirror has to answer a probe again before the
 	// runtime is sent there: after the cool-down its probe runs first.
-	h.rt.publish("mirror-b.test/library/three:1", "three")
+	h.rt.Publish("mirror-b.test/library/three:1", "three")
 	h.mustPull("three:1")
-	if got := h.rt.pulledRefs(); slices.Contains(got, "mirror-a.test/hub/library/three:1") {
+	if got := h.rt.PulledRefs(); slices.Contains(got, "mirror-a.test/hub/library/three:1") {
 		t.Errorf("runtime pulls = %q: a held-back mirror reached the runtime", got)
 	}
 }
@@ -259,8 +259,8 @@ func TestProbeAlongsideDoesNotWaitForTheProbe(t *testing.T) {
 		stopped <- struct{}{}
 		return probeInconclusive, ctx.Err()
 	})))
-	h.rt.publish("mirror-a.test/hub/library/one:1", "one")
-	h.rt.publish("mirror-a.test/hub/library/two:1", "two")
+	h.rt.Publish("mirror-a.test/hub/library/one:1", "one")
+	h.rt.Publish("mirror-a.test/hub/library/two:1", "two")
 	h.mustPull("one:1")
 	h.mustPull("two:1")
 	select {
@@ -280,7 +280,7 @@ func TestProbeAlongsideOnlyForAPullThatTakesLong(t *testing.T) {
 		return probePresent, nil
 	})))
 	for _, name := range []string{"one", "two", "three"} {
-		h.rt.publish("mirror-a.test/hub/library/"+name+":1", name)
+		h.rt.Publish("mirror-a.test/hub/library/"+name+":1", name)
 	}
 	h.mustPull("one:1")
 	if n := probes.Load(); n != 1 {
@@ -299,9 +299,9 @@ func TestProbeAlongsideOnlyForAPullThatTakesLong(t *testing.T) {
 
 func TestProbeFirstAgainAfterAMiss(t *testing.T) {
 	h := newHarness(t, withProber(mapProber{"mirror-a.test/hub/library/three:1": probeAbsent}))
-	h.rt.publish("mirror-a.test/hub/library/one:1", "one")
-	h.rt.publish("mirror-b.test/library/two:1", "two")
-	h.rt.publish("mirror-b.test/library/three:1", "three")
+	h.rt.Publish("mirror-a.test/hub/library/one:1", "one")
+	h.rt.Publish("mirror-b.test/library/two:1", "two")
+	h.rt.Publish("mirror-b.test/library/three:1", "three")
 	h.mustPull("one:1")   // probe first, a hit
 	h.mustPull("two:1")   // pulled at once after the hit: the runtime finds no two:1 there
 	h.mustPull("three:1") // after that miss, the probe runs first again and finds nothing
@@ -310,7 +310,7 @@ func TestProbeFirstAgainAfterAMiss(t *testing.T) {
 		"mirror-a.test/hub/library/two:1", "mirror-b.test/library/two:1",
 		"mirror-b.test/library/three:1",
 	}
-	if got := h.rt.pulledRefs(); !slices.Equal(got, want) {
+	if got := h.rt.PulledRefs(); !slices.Equal(got, want) {
 		t.Errorf("runtime pulls = %q, want %q", got, want)
 	}
 }

@@ -57,8 +57,8 @@ func TestStalledMirrorPullMovesOn(t *testing.T) {
 			} else {
 				h.srv.progress = tc.meter
 			}
-			h.rt.stall("mirror-a.test/hub/library/app:1")
-			h.rt.publish("mirror-b.test/library/app:1", "app")
+			h.rt.Stall("mirror-a.test/hub/library/app:1")
+			h.rt.Publish("mirror-b.test/library/app:1", "app")
 
 			c, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
 			defer cancel()
@@ -73,8 +73,8 @@ func TestStalledMirrorPullMovesOn(t *testing.T) {
 			if err != nil {
 				t.Fatalf("pull: %v: the stalled mirror should have been left for the next one", err)
 			}
-			if want := []string{"mirror-a.test/hub/library/app:1", "mirror-b.test/library/app:1"}; !slices.Equal(h.rt.pulledRefs(), want) {
-				t.Errorf("runtime pulls = %q, want %q", h.rt.pulledRefs(), want)
+			if want := []string{"mirror-a.test/hub/library/app:1", "mirror-b.test/library/app:1"}; !slices.Equal(h.rt.PulledRefs(), want) {
+				t.Errorf("runtime pulls = %q, want %q", h.rt.PulledRefs(), want)
 			}
 			if timeouts != 1 {
 				t.Errorf("timeout attempts of the stalled mirror = %v, want 1", timeouts)
@@ -102,11 +102,11 @@ func TestStallIsNotWatchedOnTheLastCandidate(t *testing.T) {
 	h := newHarness(t, WithStallTimeout(100*time.Millisecond))
 	meter := &scriptedMeter{}
 	h.srv.progress = meter
-	h.rt.stall("gcr.io/x/y:t")
+	h.rt.Stall("gcr.io/x/y:t")
 	c, cancel := context.WithTimeout(context.Background(), 800*time.Millisecond)
 	defer cancel()
 	// gcr.io/x/y: one mirror, then the source.
-	h.rt.fail("127.0.0.1:5000/mirror/gcr.io/x/y:t", status.Error(codes.NotFound, "not found"))
+	h.rt.Fail("127.0.0.1:5000/mirror/gcr.io/x/y:t", status.Error(codes.NotFound, "not found"))
 	_, err := h.images.PullImage(c, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "gcr.io/x/y:t"}})
 	if status.Code(err) != codes.DeadlineExceeded || strings.Contains(err.Error(), "stalled") {
 		t.Errorf("pull = %v, want the caller's deadline: the last candidate gets all of it", err)

@@ -10,20 +10,22 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/cri-mirror-proxy/cri-mirror-proxy/test/fakecri"
 )
 
 // TestRuntimeRestart: while the runtime is gone calls fail fast with
 // Unavailable and Ready says so; once it is back the same connection serves
 // again within a few seconds, without restarting the proxy.
 func TestRuntimeRestart(t *testing.T) {
-	path := shortSocket(t, "rt.sock")
+	path := fakecri.ShortSocket(t, "rt.sock")
 	serve := func() *grpc.Server {
 		l, err := net.Listen("unix", path)
 		if err != nil {
 			t.Fatal(err)
 		}
 		gs := grpc.NewServer()
-		runtimeapi.RegisterImageServiceServer(gs, newFakeRuntime())
+		runtimeapi.RegisterImageServiceServer(gs, fakecri.New())
 		go gs.Serve(l)
 		return gs
 	}

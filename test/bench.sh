@@ -59,17 +59,10 @@ cmp_hosts_toml "127.0.0.1:$port" "http://127.0.0.1:$port"
 cmp_containerd_start
 
 # The shipped binary, as `make build` makes it.
-if [[ -z ${CRI_MIRROR_PROXY_BIN:-} ]]; then
-  cmp_log "make build"
-  (cd "$CMP_ROOT" && make --no-print-directory build) || cmp_die "make build failed"
-  CRI_MIRROR_PROXY_BIN=$CMP_ROOT/bin/cri-mirror-proxy
-fi
 cmp_build_proxy
 
-cmp_log "building the driver"
-driver=$CMP_DIR/bench
-(cd "$CMP_ROOT" && CGO_ENABLED=0 go build -tags containers_image_openpgp -o "$driver" ./test/bench) \
-  || cmp_die "building test/bench failed"
+# The driver, built by cmp_init (make testbin).
+driver=$CMP_DIR/bin/bench
 
 conf=$CMP_DIR/registries.conf
 # The driver's own flags go along: the rules depend on some of them (-fallback-reps).

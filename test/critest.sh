@@ -103,8 +103,9 @@ if [[ $mode == proxy ]]; then
   echo "proxy metrics:"
   curl -fsS "http://$CMP_METRICS_ADDR/metrics" >"$CMP_DIR/metrics.txt" || cmp_log "could not scrape http://$CMP_METRICS_ADDR/metrics"
   grep -E '^cri_mirror_(pull_attempts_total|pulls_total|pull_fallbacks_total|source_pulls_total|aliases)' "$CMP_DIR/metrics.txt" | sed 's/^/  /' || true
-  served=$(awk '/^cri_mirror_pull_attempts_total\{/ && /result="success"/ && !/mirror="source"/ {s += $NF} END {print s + 0}' "$CMP_DIR/metrics.txt")
-  if ((served == 0)); then
+  served=$("$CMP_ENVTOOL" metric "$CMP_METRICS_ADDR" cri_mirror_pull_attempts_total result=success 'mirror!=source') \
+    || { cmp_log "could not read the proxy's metrics"; served=0; }
+  if [[ $served == 0 ]]; then
     echo "no pull was served by a mirror through the proxy"
     rc=1
   fi

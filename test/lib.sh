@@ -1,11 +1,14 @@
 # shellcheck shell=bash
-# Shared shell helpers for test/critest.sh and test/demo.sh: a real docker-registry, a real
-# containerd with its own config/root/state/socket, synthetic images pushed with crane, and the
-# proxy. Everything listens on 127.0.0.1 only; every process started here is recorded by pid and
-# stopped by pid in cmp_down; every wait is bounded.
+# Shared shell helpers for test/critest.sh, test/demo.sh and test/bench.sh: a real
+# docker-registry, a real containerd with its own config/root/state/socket, synthetic images,
+# and the proxy. What the files say and what the images hold comes from test/testenv (the same
+# package the e2e tests use), through the small program test/envtool ($CMP_ENVTOOL); this file
+# only starts, waits for and stops processes. Everything listens on 127.0.0.1 only; every
+# process started here is recorded by pid and stopped by pid in cmp_down; every wait is bounded.
 #
 #   source test/lib.sh
-#   cmp_init                       # CMP_DIR=/tmp/cmp.XXXXXX, PATH += test/.bin (runs tools.sh)
+#   cmp_init                       # CMP_DIR=/tmp/cmp.XXXXXX, PATH += test/.bin (runs tools.sh),
+#                                  # builds envtool and the bench driver into $CMP_DIR/bin
 #   cmp_registry_start reg PORT    # docker-registry on 127.0.0.1:PORT, data under $CMP_DIR/reg
 #   cmp_containerd_start           # socket $CMP_CTD_SOCK; public registries -> a closed port
 #   cmp_push REF CONTENT [USER]    # one-layer linux image whose layer holds CONTENT
@@ -13,6 +16,7 @@
 #   cmp_down                       # stop everything by pid (reverse order), remove $CMP_DIR
 
 CMP_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# The public registries (testenv.PublicHosts): pointed at a closed port, mirrored in critest.sh.
 CMP_PUBLIC_HOSTS=(docker.io registry.k8s.io k8s.gcr.io gcr.io quay.io)
 CMP_NAMES=()   # started processes, in start order: name -> $CMP_DIR/NAME.pid / NAME.log
 
@@ -52,7 +56,9 @@ cmp_init() {
   CMP_DIR=${1:-$(mktemp -d /tmp/cmp.XXXXXX)}
   mkdir -p "$CMP_DIR"
   CMP_CLOSED_PORT=$(cmp_free_port)
-  export CMP_DIR CMP_CLOSED_PORT
+  make -C "$CMP_ROOT" --no-print-directory testbin TESTBIN="$CMP_DIR/bin" >&2 || cmp_die "make testbin failed"
+  CMP_ENVTOOL=$CMP_DIR/bin/envtool
+  export CMP_DIR CMP_CLOSED_PORT CMP_ENVTOOL
 }
 
 # cmp_start NAME COMMAND...: start COMMAND in its own session, log to $CMP_DIR/NAME.log.
@@ -109,22 +115,10 @@ cmp_dump_logs() {
 cmp_registry_start() {
   local name=$1 port=$2 d=$CMP_DIR/$1
   cmp_port_free "$port" || cmp_die "127.0.0.1:$port is already in use (registry $name)"
-  mkdir -p "$d/data"
-  cat >"$d/config.yml" <<YAML
-version: 0.1
-log:
-  level: ${CMP_REGISTRY_LOG_LEVEL:-warn}
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $d/data
-  delete:
-    enabled: true
-http:
-  addr: 127.0.0.1:$port
-YAML
-  cmp_start "$name" docker-registry serve "$d/config.yml"
+  local conf
+  conf=$("$CMP_ENVTOOL" registry "$d" "127.0.0.1:$port" "${CMP_REGISTRY_LOG_LEVEL:-warn}") \
+    || cmp_die "writing the config of registry $name failed"
+  cmp_start "$name" docker-registry serve "$conf"
   cmp_wait 20 "registry $name on 127.0.0.1:$port" curl -fsS "http://127.0.0.1:$port/v2/" \
     || { cmp_dump_logs 60; cmp_die "registry $name did not start"; }
 }
@@ -132,14 +126,11 @@ YAML
 # cmp_hosts_toml HOST URL: containerd resolves HOST (a registry host[:port]) at URL (http://...).
 # With a third argument (a path such as /v2/mirror/gcr.io) the host is a mirror at that path.
 cmp_hosts_toml() {
-  local url=$2 path=${3:-} d=$CMP_DIR/ctd/certs.d/$1
-  mkdir -p "$d"
-  if [[ -z $path ]]; then
-    printf 'server = "%s"\n\n[host."%s"]\n  capabilities = ["pull", "resolve"]\n' "$url" "$url" >"$d/hosts.toml"
+  if [[ -z ${3:-} ]]; then
+    "$CMP_ENVTOOL" host "$CMP_DIR/ctd" "$1" "$2" || cmp_die "writing hosts.toml of $1 failed"
   else
-    # A mirror under a path: containerd would otherwise append /v2 itself.
-    printf 'server = "http://127.0.0.1:%s"\n\n[host."%s%s"]\n  capabilities = ["pull", "resolve"]\n  override_path = true\n' \
-      "$CMP_CLOSED_PORT" "$url" "$path" >"$d/hosts.toml"
+    "$CMP_ENVTOOL" host "$CMP_DIR/ctd" "$1" "$2" "$3" "http://127.0.0.1:$CMP_CLOSED_PORT" \
+      || cmp_die "writing hosts.toml of $1 failed"
   fi
 }
 
@@ -147,29 +138,9 @@ cmp_hosts_toml() {
 # is pointed at a closed loopback port, so nothing leaves the machine and a pull from a source
 # fails at once (connection refused). Hosts already configured (cmp_hosts_toml) are kept.
 cmp_containerd_start() {
-  local d=$CMP_DIR/ctd h
-  mkdir -p "$d/root" "$d/state" "$d/certs.d"
-  for h in "${CMP_PUBLIC_HOSTS[@]}"; do
-    [[ -f $d/certs.d/$h/hosts.toml ]] || cmp_hosts_toml "$h" "http://127.0.0.1:$CMP_CLOSED_PORT"
-  done
-  CMP_CTD_SOCK=$d/containerd.sock
-  cat >"$d/config.toml" <<TOML
-version = 2
-root = "$d/root"
-state = "$d/state"
-
-[grpc]
-  address = "$CMP_CTD_SOCK"
-
-[plugins."io.containerd.grpc.v1.cri"]
-  disable_cgroup = true
-  disable_apparmor = true
-  restrict_oom_score_adj = true
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-  [plugins."io.containerd.grpc.v1.cri".registry]
-    config_path = "$d/certs.d"
-TOML
+  local d=$CMP_DIR/ctd
+  CMP_CTD_SOCK=$("$CMP_ENVTOOL" containerd "$d" "http://127.0.0.1:$CMP_CLOSED_PORT") \
+    || cmp_die "writing the containerd config failed"
   cmp_start containerd containerd --config "$d/config.toml"
   cmp_wait 30 "containerd socket $CMP_CTD_SOCK" \
     crictl --runtime-endpoint "unix://$CMP_CTD_SOCK" --image-endpoint "unix://$CMP_CTD_SOCK" --timeout 2s version \
@@ -180,61 +151,24 @@ TOML
 # cmp_push REF CONTENT [USER]: push a one-layer linux/<host arch> image (layer: /content.txt with
 # CONTENT), optionally with Config.User set, over plain HTTP.
 cmp_push() {
-  local ref=$1 content=$2 user=${3:-} t arch
-  arch=$(go env GOARCH)
-  t=$(mktemp -d "$CMP_DIR/push.XXXXXX")
-  mkdir -p "$t/layer"
-  printf '%s\n' "$content" >"$t/layer/content.txt"
-  tar -C "$t/layer" -cf "$t/layer.tar" .
-  if ! crane append --insecure -f "$t/layer.tar" -t "$ref" >"$t/out" 2>&1 \
-    || ! crane mutate --insecure --set-platform "linux/$arch" ${user:+--user "$user"} -t "$ref" "$ref" >>"$t/out" 2>&1; then
-    cat "$t/out" >&2
-    rm -rf "$t"
-    cmp_die "push $ref failed"
-  fi
-  rm -rf "$t"
+  "$CMP_ENVTOOL" push "$@" || cmp_die "push $1 failed"
 }
 
 # cmp_push_critest_images MIRROR: the images critest's image tests name, pushed under
-# MIRROR/<source host>/<path>, e.g. gcr.io/k8s-staging-cri-tools/test-image-tag:test ->
-# MIRROR/gcr.io/k8s-staging-cri-tools/test-image-tag:test. The digest-pinned image is not
-# pushed: its content (and so its digest) cannot be recreated offline.
+# MIRROR/<source host>/<path> (the list is in test/envtool).
 cmp_push_critest_images() {
-  local m=$1 g=gcr.io/k8s-staging-cri-tools i
-  cmp_push "$m/$g/test-image-latest:latest" latest
-  cmp_push "$m/$g/test-image-tag:test" tag-test
-  cmp_push "$m/$g/test-image-tag:all" tag-all
-  for i in 1 2 3; do cmp_push "$m/$g/test-image-$i:latest" "image-$i"; done
-  cmp_push "$m/$g/test-image-tags:1" tags
-  for i in 2 3; do
-    crane tag --insecure "$m/$g/test-image-tags:1" "$i" >/dev/null 2>&1 || cmp_die "crane tag test-image-tags:$i failed"
-  done
-  cmp_push "$m/$g/test-image-user-uid:latest" uid 1002
-  cmp_push "$m/$g/test-image-user-username:latest" username www-data
-  cmp_push "$m/$g/test-image-user-uid-group:latest" uid-group 1003:users
-  cmp_push "$m/$g/test-image-user-username-group:latest" username-group www-data:users
-  cmp_push "$m/registry.k8s.io/pause:3.9" pause
-  # The same image (same digest) in a second registry: critest removes it by one name and
-  # expects both names gone.
-  crane copy --insecure "$m/registry.k8s.io/pause:3.9" "$m/k8s.gcr.io/pause:3.9" >/dev/null 2>&1 \
-    || cmp_die "crane copy pause:3.9 failed"
+  "$CMP_ENVTOOL" push-critest "$1" || cmp_die "pushing the critest images under $1 failed"
 }
 
 # cmp_build_proxy: CMP_PROXY_BIN = $CRI_MIRROR_PROXY_BIN when set, else bin/cri-mirror-proxy built
-# by `make build` (version-stamped) or, without a Makefile, by go build.
+# by `make build` (version-stamped).
 cmp_build_proxy() {
   if [[ -n ${CRI_MIRROR_PROXY_BIN:-} ]]; then
     CMP_PROXY_BIN=$CRI_MIRROR_PROXY_BIN
   else
     CMP_PROXY_BIN=$CMP_ROOT/bin/cri-mirror-proxy
-    if grep -q '^build:' "$CMP_ROOT/Makefile" 2>/dev/null; then
-      cmp_log "make build"
-      make -C "$CMP_ROOT" --no-print-directory build >&2 || cmp_die "make build failed"
-    else
-      cmp_log "go build -o bin/cri-mirror-proxy ./cmd/cri-mirror-proxy"
-      (cd "$CMP_ROOT" && CGO_ENABLED=0 go build -tags containers_image_openpgp -o bin/cri-mirror-proxy ./cmd/cri-mirror-proxy) \
-        || cmp_die "building cri-mirror-proxy failed"
-    fi
+    cmp_log "make build"
+    make -C "$CMP_ROOT" --no-print-directory build >&2 || cmp_die "make build failed"
   fi
   [[ -x $CMP_PROXY_BIN ]] || cmp_die "no proxy binary at $CMP_PROXY_BIN"
   export CMP_PROXY_BIN

@@ -2,7 +2,7 @@ package main
 
 // In-process micro-benchmarks of the pass-through path: the same three
 // targets as the driver (direct, reference hop, proxy) but everything in one
-// process, in front of a small in-memory image service instead of
+// process, in front of the fake runtime of test/fakecri instead of
 // containerd. They need no root and no containerd, so a change to the proxy's
 // hot path can be checked in seconds:
 //
@@ -34,25 +34,11 @@ import (
 	"github.com/cri-mirror-proxy/cri-mirror-proxy/proxy"
 	"github.com/cri-mirror-proxy/cri-mirror-proxy/resolver"
 	"github.com/cri-mirror-proxy/cri-mirror-proxy/store"
+	"github.com/cri-mirror-proxy/cri-mirror-proxy/test/fakecri"
+	"github.com/cri-mirror-proxy/cri-mirror-proxy/test/testenv"
 )
 
-// memImages is an ImageService that answers from a fixed set of images, the
-// way containerd describes them (id, mirror tag, mirror digest).
-type memImages struct {
-	runtimeapi.UnimplementedImageServiceServer
-	byName map[string]*runtimeapi.Image
-	all    []*runtimeapi.Image
-}
-
-func (m *memImages) ImageStatus(_ context.Context, req *runtimeapi.ImageStatusRequest) (*runtimeapi.ImageStatusResponse, error) {
-	return &runtimeapi.ImageStatusResponse{Image: m.byName[req.GetImage().GetImage()]}, nil
-}
-
-func (m *memImages) ListImages(context.Context, *runtimeapi.ListImagesRequest) (*runtimeapi.ListImagesResponse, error) {
-	return &runtimeapi.ListImagesResponse{Images: m.all}, nil
-}
-
-// microEnv is one set of the three targets in front of one memImages.
+// microEnv is one set of the three targets in front of one fake runtime.
 type microEnv struct {
 	direct, hop, proxy *target
 	plain, original    string // an image without alias; an original name with one
@@ -95,7 +81,7 @@ func newMicroEnv(b *testing.B, n int) *microEnv {
 		fail(err)
 	}
 	closers = append(closers, func() { _ = aliases.Close() })
-	rt := &memImages{byName: map[string]*runtimeapi.Image{}}
+	rt := fakecri.New()
 	for i := range n {
 		src := numbered(i)
 		mirror := microMirror + strings.TrimPrefix(src, "docker.io")
@@ -103,12 +89,11 @@ func newMicroEnv(b *testing.B, n int) *microEnv {
 		img := &runtimeapi.Image{
 			Id:          id,
 			RepoTags:    []string{mirror},
-			RepoDigests: []string{repoOfRef(mirror) + fmt.Sprintf("@sha256:%064x", i+1<<32)},
+			RepoDigests: []string{testenv.MustRepository(mirror) + fmt.Sprintf("@sha256:%064x", i+1<<32)},
 			Size:        1234,
 			Spec:        &runtimeapi.ImageSpec{Image: id},
 		}
-		rt.byName[mirror], rt.byName[id] = img, img
-		rt.all = append(rt.all, img)
+		rt.Add(img)
 		if i == 0 {
 			env.plain = mirror
 			continue
@@ -167,14 +152,6 @@ func newMicroEnv(b *testing.B, n int) *microEnv {
 		closers = append(closers, (*t.dst).close)
 	}
 	return env
-}
-
-// repoOfRef strips the tag of a reference.
-func repoOfRef(ref string) string {
-	if i := strings.LastIndexByte(ref, ':'); i > strings.LastIndexByte(ref, '/') {
-		return ref[:i]
-	}
-	return ref
 }
 
 func (e *microEnv) targets() []*target { return []*target{e.direct, e.hop, e.proxy} }

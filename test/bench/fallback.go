@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/cri-mirror-proxy/cri-mirror-proxy/test/promtest"
 )
 
 // fallbackPulls is how many pulls follow the first one in each case: all
@@ -108,7 +110,7 @@ func (b *bench) fallbacks(ctx context.Context) error {
 		return err
 	}
 	defer bh.close()
-	before, err := scrape(ctx, b.cfg.metricsAddr)
+	before, err := promtest.Scrape(ctx, b.cfg.metricsAddr)
 	if err != nil {
 		return err
 	}
@@ -140,7 +142,7 @@ func (b *bench) fallbacks(ctx context.Context) error {
 				rep, took.Round(time.Millisecond)))
 		}
 	}
-	after, err := scrape(ctx, b.cfg.metricsAddr)
+	after, err := promtest.Scrape(ctx, b.cfg.metricsAddr)
 	if err != nil {
 		return err
 	}
@@ -172,19 +174,19 @@ func (b *bench) fallbacks(ctx context.Context) error {
 
 // attemptDelta summarises cri_mirror_pull_attempts_total for the given
 // mirrors by result between two scrapes.
-func attemptDelta(before, after []sample, mirrors []string) string {
+func attemptDelta(before, after promtest.Set, mirrors []string) string {
 	if len(mirrors) == 0 {
 		return "-"
 	}
 	results := map[string]float64{}
 	for _, s := range after {
-		if s.name == "cri_mirror_pull_attempts_total" && slices.Contains(mirrors, s.labels["mirror"]) {
-			results[s.labels["result"]] += s.value
+		if s.Name == "cri_mirror_pull_attempts_total" && slices.Contains(mirrors, s.Labels["mirror"]) {
+			results[s.Labels["result"]] += s.Value
 		}
 	}
 	for _, s := range before {
-		if s.name == "cri_mirror_pull_attempts_total" && slices.Contains(mirrors, s.labels["mirror"]) {
-			results[s.labels["result"]] -= s.value
+		if s.Name == "cri_mirror_pull_attempts_total" && slices.Contains(mirrors, s.Labels["mirror"]) {
+			results[s.Labels["result"]] -= s.Value
 		}
 	}
 	var parts []string

@@ -3,18 +3,16 @@ package main
 import (
 	"context"
 	"fmt"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/cri-mirror-proxy/cri-mirror-proxy/test/testenv"
 )
 
 // sharedLayer is the one layer of every image in the numbered set. The set
@@ -22,54 +20,20 @@ import (
 // image ids for containerd, but one blob to upload and one snapshot to unpack.
 func sharedLayer() (v1.Layer, error) { return random.Layer(64, types.DockerLayer) }
 
-// withPlatform sets the config's platform to this machine's: containerd
-// checks it even for a single-platform manifest. env makes the config, and
-// so the image id, distinct.
-func withPlatform(img v1.Image, env string) (v1.Image, error) {
-	cf, err := img.ConfigFile()
-	if err != nil {
-		return nil, err
-	}
-	cf = cf.DeepCopy()
-	cf.OS, cf.Architecture = "linux", runtime.GOARCH
-	cf.Config.Env = append(cf.Config.Env, env)
-	return mutate.ConfigFile(img, cf)
-}
-
 // numberedImage is image i of the set: the shared layer, a distinct config.
 func numberedImage(layer v1.Layer, i int) (v1.Image, error) {
-	img, err := mutate.AppendLayers(empty.Image, layer)
-	if err != nil {
-		return nil, err
-	}
-	return withPlatform(img, fmt.Sprintf("BENCH_IMAGE=%d", i))
+	return testenv.OfLayers(testenv.Arch, []v1.Layer{layer}, testenv.Env(fmt.Sprintf("BENCH_IMAGE=%d", i)))
 }
 
 // randomImage is an image of layers random (incompressible) layers of size
 // bytes each: a pull of it moves real data.
 func randomImage(size, layers int64, tag string) (v1.Image, error) {
-	img, err := random.Image(size, layers)
-	if err != nil {
-		return nil, err
-	}
-	return withPlatform(img, "BENCH_TAG="+tag)
+	return testenv.Random(size, layers, testenv.Arch, testenv.Env("BENCH_TAG="+tag))
 }
 
-// push writes images to the registry in parallel. Shared blobs are uploaded
-// once per repository.
-func push(ctx context.Context, images map[string]v1.Image) error {
-	todo := make(map[name.Reference]remote.Taggable, len(images))
-	for ref, img := range images {
-		r, err := name.ParseReference(ref, name.Insecure)
-		if err != nil {
-			return fmt.Errorf("push %s: %w", ref, err)
-		}
-		todo[r] = img
-	}
-	if err := remote.MultiWrite(todo, remote.WithContext(ctx), remote.WithJobs(16)); err != nil {
-		return fmt.Errorf("push %d images: %w", len(images), err)
-	}
-	return nil
+// push writes images to the registry, 16 at a time.
+func push(ctx context.Context, images map[string]remote.Taggable) error {
+	return testenv.Push(ctx, images, 16)
 }
 
 // pullAll pulls refs through t with a few workers, as a node would when

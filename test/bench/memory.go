@@ -8,6 +8,8 @@ import (
 	"time"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/cri-mirror-proxy/cri-mirror-proxy/test/promtest"
 )
 
 // memoryRow is the resident memory of the proxy (and, for scale, of the
@@ -24,12 +26,12 @@ type memoryRow struct {
 // runtimeStats reads the proxy's live heap and goroutine count, which tell
 // memory in use from memory the Go runtime merely has not returned yet.
 func (b *bench) runtimeStats(ctx context.Context, row *memoryRow) error {
-	s, err := scrape(ctx, b.cfg.metricsAddr)
+	s, err := promtest.Scrape(ctx, b.cfg.metricsAddr)
 	if err != nil {
 		return err
 	}
-	row.heap = sum(s, "go_memstats_heap_inuse_bytes", nil)
-	row.goroutines = sum(s, "go_goroutines", nil)
+	row.heap = s.Sum("go_memstats_heap_inuse_bytes", nil)
+	row.goroutines = s.Sum("go_goroutines", nil)
 	return nil
 }
 

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/cri-mirror-proxy/cri-mirror-proxy/test/promtest"
 )
 
 // Images of the pull phases: a few megabytes of incompressible layers, so a
@@ -93,7 +95,7 @@ func (b *bench) mirrorPulls(ctx context.Context) error {
 		targets = append(targets, pullTarget{b.first, pullImage, &b.pulls.first})
 	}
 	logf("mirror pull of %s: %d rounds, %d targets taking turns", pullImage, n, len(targets))
-	var before []sample
+	var before promtest.Set
 	rng := rand.New(rand.NewPCG(2, uint64(len(targets))))
 	for r := -1; r < n; r++ { // round -1 warms the registry's and the kernel's caches
 		for _, i := range rng.Perm(len(targets)) {
@@ -108,19 +110,19 @@ func (b *bench) mirrorPulls(ctx context.Context) error {
 		}
 		if r == -1 {
 			var err error
-			if before, err = scrape(ctx, b.cfg.metricsAddr); err != nil {
+			if before, err = promtest.Scrape(ctx, b.cfg.metricsAddr); err != nil {
 				return err
 			}
 		}
 	}
-	after, err := scrape(ctx, b.cfg.metricsAddr)
+	after, err := promtest.Scrape(ctx, b.cfg.metricsAddr)
 	if err != nil {
 		return err
 	}
 	b.pulls.own = ownPullTime(before, after)
 	probes := func(mode string) float64 {
 		m := func(l map[string]string) bool { return l["mode"] == mode }
-		return sum(after, "cri_mirror_probes_total", m) - sum(before, "cri_mirror_probes_total", m)
+		return after.SumFunc("cri_mirror_probes_total", m) - before.SumFunc("cri_mirror_probes_total", m)
 	}
 	b.pulls.probesBefore, b.pulls.probesAlongside = probes("before"), probes("alongside")
 	logf("  p50 direct %s proxy %s (%.3f×, paired %.3f×); proxy's own time per pull %s", ms(median(b.pulls.direct)), ms(median(b.pulls.proxy)),
@@ -145,11 +147,11 @@ func pairedRatio(a, b []time.Duration) float64 {
 // ownPullTime is the mean PullImage handling time minus the mean runtime
 // attempt time between two scrapes in which only successful single-attempt
 // pulls ran.
-func ownPullTime(before, after []sample) time.Duration {
+func ownPullTime(before, after promtest.Set) time.Duration {
 	pull := func(l map[string]string) bool { return l["grpc_method"] == "PullImage" }
 	ok := func(l map[string]string) bool { return l["result"] == "success" }
 	delta := func(name string, keep func(map[string]string) bool) float64 {
-		return sum(after, name, keep) - sum(before, name, keep)
+		return after.SumFunc(name, keep) - before.SumFunc(name, keep)
 	}
 	n := delta("grpc_server_handling_seconds_count", pull)
 	if n == 0 {
@@ -197,7 +199,7 @@ func (b *bench) burst(ctx context.Context) error {
 	if err := b.absent(ctx, mirror); err != nil {
 		return err
 	}
-	before, err := scrape(ctx, b.cfg.metricsAddr)
+	before, err := promtest.Scrape(ctx, b.cfg.metricsAddr)
 	if err != nil {
 		return err
 	}
@@ -232,7 +234,7 @@ func (b *bench) burst(ctx context.Context) error {
 	wg.Wait()
 	wall := time.Since(start)
 
-	after, err := scrape(ctx, b.cfg.metricsAddr)
+	after, err := promtest.Scrape(ctx, b.cfg.metricsAddr)
 	if err != nil {
 		return err
 	}

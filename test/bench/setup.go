@@ -4,7 +4,7 @@ import (
 	"context"
 	"fmt"
 
-	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 )
 
 // numbered names image i of the set: 100 repositories, one tag per image.
@@ -20,7 +20,7 @@ func (b *bench) prepare(ctx context.Context) error {
 	if b.layer, err = sharedLayer(); err != nil {
 		return err
 	}
-	images := map[string]v1.Image{}
+	images := map[string]remote.Taggable{}
 	for i := range small {
 		if images[b.cfg.mirrorRef(numbered(i))], err = numberedImage(b.layer, i); err != nil {
 			return err
@@ -72,7 +72,7 @@ func (b *bench) grow(ctx context.Context, n int) error {
 	if n <= have {
 		return nil
 	}
-	images := make(map[string]v1.Image, n-have)
+	images := make(map[string]remote.Taggable, n-have)
 	var sources, mirrors []string
 	for i := have; i < n; i++ {
 		src := numbered(i)

@@ -35,7 +35,7 @@ func TestRuntimeStops(t *testing.T) {
 		env.mirror.host: "http://" + env.mirror.host,
 		sourceHost:      "http://" + env.source.host,
 	}
-	ctd, err := startContainerd(dir, hosts)
+	ctd, err := startContainerd(dir, hosts, env.closedURL())
 	if err != nil {
 		t.Fatalf("starting a second containerd: %v", err)
 	}
@@ -117,12 +117,12 @@ func TestRuntimeStops(t *testing.T) {
 	if code, _, _ := p.statusOf("/healthz"); code != http.StatusOK {
 		t.Errorf("/healthz with the runtime stopped: %d, want 200 (the proxy itself is alive)", code)
 	}
-	if n := p.metrics().sum("cri_mirror_runtime_up", nil); n != 0 {
+	if n := p.metrics().Sum("cri_mirror_runtime_up", nil); n != 0 {
 		t.Errorf("cri_mirror_runtime_up = %v with the runtime stopped, want 0", n)
 	}
 
 	// containerd comes back on the same socket: the same proxy process serves again.
-	if ctd, err = startContainerd(dir, hosts); err != nil {
+	if ctd, err = startContainerd(dir, hosts, env.closedURL()); err != nil {
 		t.Fatalf("restarting the second containerd: %v", err)
 	}
 	err = waitFor(15*time.Second, "the proxy to serve again", func() error {
@@ -229,7 +229,7 @@ func TestSigkillDuringPulls(t *testing.T) {
 			t.Fatalf("round %d: after SIGKILL the socket %s should be left behind (stale): %v", round, p.sock, err)
 		}
 		p.start() // fails the test unless it serves (and /readyz is 200) within 30s
-		if n := p.metrics().sum("cri_mirror_aliases", nil); int(n) < int(succeeded.Load()) {
+		if n := p.metrics().Sum("cri_mirror_aliases", nil); int(n) < int(succeeded.Load()) {
 			t.Errorf("round %d: after restart cri_mirror_aliases = %v, but %d pulls had returned success", round, n, succeeded.Load())
 		}
 
@@ -319,7 +319,7 @@ func TestReloadDuringPull(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = waitFor(10*time.Second, "the failed reload to be counted", func() error {
-		if d := p.metrics().failed(reloads, nil) - before.failed(reloads, nil); d < 1 {
+		if d := p.metrics().Failed(reloads, nil) - before.Failed(reloads, nil); d < 1 {
 			return fmt.Errorf("%s (results other than success) grew by %v", reloads, d)
 		}
 		return nil
@@ -459,21 +459,21 @@ func TestFaultyMirror(t *testing.T) {
 			}
 
 			m := p.metrics()
-			if n := m.failed(attempts, map[string]string{"mirror": faulty}); n < 1 {
-				t.Errorf("no attempt on the faulty mirror counted with a result other than success\n%s", m.dump("cri_mirror_pull_attempts"))
+			if n := m.Failed(attempts, map[string]string{"mirror": faulty}); n < 1 {
+				t.Errorf("no attempt on the faulty mirror counted with a result other than success\n%s", m.Dump("cri_mirror_pull_attempts"))
 			}
-			if n := m.sum(attempts, map[string]string{"mirror": faulty, "result": "success"}); n != 0 {
-				t.Errorf("%v attempts on the faulty mirror counted as success\n%s", n, m.dump("cri_mirror_pull_attempts"))
+			if n := m.Sum(attempts, map[string]string{"mirror": faulty, "result": "success"}); n != 0 {
+				t.Errorf("%v attempts on the faulty mirror counted as success\n%s", n, m.Dump("cri_mirror_pull_attempts"))
 			}
-			if n := m.sum(attempts, map[string]string{"mirror": goodLoc, "result": "success"}); n != 1 {
-				t.Errorf("successful attempts on the good mirror = %v, want 1\n%s", n, m.dump("cri_mirror_pull_attempts"))
+			if n := m.Sum(attempts, map[string]string{"mirror": goodLoc, "result": "success"}); n != 1 {
+				t.Errorf("successful attempts on the good mirror = %v, want 1\n%s", n, m.Dump("cri_mirror_pull_attempts"))
 			}
-			if n := m.sum(attempts, map[string]string{"mirror": "source"}); n != 0 {
+			if n := m.Sum(attempts, map[string]string{"mirror": "source"}); n != 0 {
 				t.Errorf("the source was tried (%v attempts); the second mirror had the image", n)
 			}
 			failures := "cri_mirror_pull_attempt_failures_total"
-			if n := m.sum(failures, map[string]string{"mirror": faulty, "reason": tc.reason}); n != 1 {
-				t.Errorf("failures of the faulty mirror with reason %s = %v, want 1\n%s", tc.reason, n, m.dump(failures))
+			if n := m.Sum(failures, map[string]string{"mirror": faulty, "reason": tc.reason}); n != 1 {
+				t.Errorf("failures of the faulty mirror with reason %s = %v, want 1\n%s", tc.reason, n, m.Dump(failures))
 			}
 		})
 	}

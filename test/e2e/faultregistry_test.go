@@ -5,6 +5,7 @@ package e2e
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/base64"
 	"fmt"
 	"io"
@@ -16,15 +17,12 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/cri-mirror-proxy/cri-mirror-proxy/test/testenv"
 )
 
 // fault is what a registryFront does to one request instead of passing it through.
@@ -338,47 +336,22 @@ func basicCreds(header string) string {
 // certs.d at every pull, so no restart is needed. The test's cleanup removes the entry.
 func allowHost(t *testing.T, c *containerd, host, server string) {
 	t.Helper()
-	dir := filepath.Join(c.dir, "certs.d", host)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	certs := testenv.ContainerdAt(c.dir).Certs
+	if err := testenv.WriteHost(certs, host, server); err != nil {
 		t.Fatal(err)
 	}
-	toml := fmt.Sprintf("server = %q\n\n[host.%q]\n  capabilities = [\"pull\", \"resolve\"]\n", server, server)
-	if err := os.WriteFile(filepath.Join(dir, "hosts.toml"), []byte(toml), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	t.Cleanup(func() { os.RemoveAll(filepath.Join(certs, host)) })
 }
 
 // pushRandom pushes one new random image under every ref (full names, e.g.
 // env.mirror.host+"/m1/e2e/x:v1") and returns what the runtime will report for it. Unlike
 // pushFixtures it records nothing in env, so it may run in parallel.
 func pushRandom(refs ...string) (pushedImage, error) {
-	img, err := platformImage(runtime.GOARCH, "")
+	img, err := testenv.Random(1024, 1, testenv.Arch)
 	if err != nil {
 		return pushedImage{}, err
 	}
-	return pushTo(img, refs...)
-}
-
-func pushTo(img v1.Image, refs ...string) (pushedImage, error) {
-	id, err := img.ConfigName()
-	if err != nil {
-		return pushedImage{}, err
-	}
-	dg, err := img.Digest()
-	if err != nil {
-		return pushedImage{}, err
-	}
-	for _, r := range refs {
-		ref, err := name.ParseReference(r, name.Insecure)
-		if err != nil {
-			return pushedImage{}, err
-		}
-		if err := remote.Write(ref, img); err != nil {
-			return pushedImage{}, fmt.Errorf("push %s: %w", r, err)
-		}
-	}
-	return pushedImage{ID: id.String(), Digest: dg.String()}, nil
+	return testenv.PushAs(context.Background(), img, refs...)
 }
 
 // mustPushRandom is pushRandom failing the test.

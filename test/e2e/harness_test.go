@@ -21,6 +21,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/cri-mirror-proxy/cri-mirror-proxy/test/testenv"
 )
 
 // Hosts that containerd resolves through certs.d. sourceHost is the "public" source registry of
@@ -30,8 +32,6 @@ const (
 	sourceHost  = "source.test"
 	blockedHost = "blocked.test"
 )
-
-var publicHosts = []string{"docker.io", "registry.k8s.io", "k8s.gcr.io", "gcr.io", "quay.io"}
 
 // env is the shared environment: one containerd, a mirror registry and a source registry,
 // images pushed once. Each test starts its own proxy in front of the shared containerd.
@@ -47,7 +47,7 @@ type harness struct {
 	ctd        *containerd
 	proxyBin   string
 	proxyErr   error // why the proxy binary could not be built
-	pushed     map[string]pushedImage
+	pushed     map[string]testenv.Pushed
 	nproxies   int
 	teardown   sync.Once
 }
@@ -95,7 +95,7 @@ func setUp() (*harness, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &harness{root: root, pushed: map[string]pushedImage{}}
+	h := &harness{root: root, pushed: map[string]testenv.Pushed{}}
 	for _, tool := range []string{"containerd", "runc", "docker-registry"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			return nil, fmt.Errorf("%s not found on PATH: run `bash test/tools.sh` (or `make tools`)", tool)
@@ -138,10 +138,7 @@ func setUp() (*harness, error) {
 		blockedHost:   h.closedURL(),
 		fmt.Sprintf("127.0.0.1:%d", h.closedPort): h.closedURL(),
 	}
-	for _, p := range publicHosts {
-		hosts[p] = h.closedURL()
-	}
-	if h.ctd, err = startContainerd(h.dir, hosts); err != nil {
+	if h.ctd, err = startContainerd(h.dir, hosts, h.closedURL()); err != nil {
 		<-built
 		return h, err
 	}
@@ -212,11 +209,11 @@ func buildProxy(root, dir string) (string, error) {
 		}
 		return bin, nil
 	}
+	// The Makefile's recipe (build tags, static, version stamp), into the temp dir.
 	bin := filepath.Join(dir, "cri-mirror-proxy")
-	_, stderr, err := run(10*time.Minute, root, []string{"CGO_ENABLED=0"},
-		"go", "build", "-tags", "containers_image_openpgp", "-o", bin, "./cmd/cri-mirror-proxy")
+	_, stderr, err := run(10*time.Minute, root, nil, "make", "--no-print-directory", "build", "BIN="+bin)
 	if err != nil {
-		return "", fmt.Errorf("go build ./cmd/cri-mirror-proxy: %v\n%s", err, stderr)
+		return "", fmt.Errorf("make build: %v\n%s", err, stderr)
 	}
 	return bin, nil
 }
@@ -232,27 +229,10 @@ func startRegistry(dir, name string) (*registry, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := filepath.Join(dir, name)
-	if err := os.MkdirAll(filepath.Join(d, "data"), 0o755); err != nil {
-		return nil, err
-	}
 	host := fmt.Sprintf("127.0.0.1:%d", port)
 	// Log level info: every request is logged, so tests can tell which registry was asked.
-	cfg := fmt.Sprintf(`version: 0.1
-log:
-  level: info
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: %s
-  delete:
-    enabled: true
-http:
-  addr: %s
-`, filepath.Join(d, "data"), host)
-	cfgPath := filepath.Join(d, "config.yml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+	cfgPath, err := testenv.WriteRegistry(filepath.Join(dir, name), host, "info")
+	if err != nil {
 		return nil, err
 	}
 	p, err := startProcess("registry "+name, filepath.Join(dir, name+".log"), "docker-registry", "serve", cfgPath)
@@ -310,48 +290,15 @@ type containerd struct {
 	rt   runtimeapi.RuntimeServiceClient
 }
 
-// startContainerd writes certs.d/<host>/hosts.toml for every host -> server URL and starts
-// containerd.
-func startContainerd(dir string, hosts map[string]string) (*containerd, error) {
-	d := filepath.Join(dir, "ctd")
-	certs := filepath.Join(d, "certs.d")
-	for _, sub := range []string{"root", "state", "certs.d"} {
-		if err := os.MkdirAll(filepath.Join(d, sub), 0o755); err != nil {
-			return nil, err
-		}
-	}
-	for host, server := range hosts {
-		hd := filepath.Join(certs, host)
-		if err := os.MkdirAll(hd, 0o755); err != nil {
-			return nil, err
-		}
-		toml := fmt.Sprintf("server = %q\n\n[host.%q]\n  capabilities = [\"pull\", \"resolve\"]\n", server, server)
-		if err := os.WriteFile(filepath.Join(hd, "hosts.toml"), []byte(toml), 0o644); err != nil {
-			return nil, err
-		}
-	}
-	c := &containerd{dir: d, sock: filepath.Join(d, "containerd.sock")}
-	cfg := fmt.Sprintf(`version = 2
-root = %q
-state = %q
-
-[grpc]
-  address = %q
-
-[plugins."io.containerd.grpc.v1.cri"]
-  disable_cgroup = true
-  disable_apparmor = true
-  restrict_oom_score_adj = true
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-  [plugins."io.containerd.grpc.v1.cri".registry]
-    config_path = %q
-`, filepath.Join(d, "root"), filepath.Join(d, "state"), c.sock, certs)
-	cfgPath := filepath.Join(d, "config.toml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+// startContainerd configures a containerd under dir/ctd (testenv.WriteContainerd: every host
+// of hosts at its server URL, the public registries at closed) and starts it.
+func startContainerd(dir string, hosts map[string]string, closed string) (*containerd, error) {
+	layout, err := testenv.WriteContainerd(filepath.Join(dir, "ctd"), hosts, closed)
+	if err != nil {
 		return nil, err
 	}
-	p, err := startProcess("containerd", filepath.Join(dir, "containerd.log"), "containerd", "--config", cfgPath)
+	c := &containerd{dir: layout.Dir, sock: layout.Socket}
+	p, err := startProcess("containerd", filepath.Join(dir, "containerd.log"), "containerd", "--config", layout.Config)
 	if err != nil {
 		return nil, err
 	}

@@ -58,16 +58,16 @@ func TestMirrorHealth(t *testing.T) {
 		// The probe connects and gets no answer: a slow mirror, maybe, so the runtime is sent
 		// there; it downloads nothing for the stall window and the attempt is abandoned.
 		m := p.metrics()
-		if n := m.sum("cri_mirror_probes_total", map[string]string{"mirror": bad, "result": "slow"}); n != 1 {
-			t.Errorf("slow probes of the black hole = %v, want 1\n%s", n, m.dump("cri_mirror_probes"))
+		if n := m.Sum("cri_mirror_probes_total", map[string]string{"mirror": bad, "result": "slow"}); n != 1 {
+			t.Errorf("slow probes of the black hole = %v, want 1\n%s", n, m.Dump("cri_mirror_probes"))
 		}
-		if n := m.sum(attempts, map[string]string{"mirror": bad, "result": "timeout"}); n != 1 {
-			t.Errorf("timed out attempts on the black hole = %v, want 1\n%s", n, m.dump("cri_mirror_pull_attempts"))
+		if n := m.Sum(attempts, map[string]string{"mirror": bad, "result": "timeout"}); n != 1 {
+			t.Errorf("timed out attempts on the black hole = %v, want 1\n%s", n, m.Dump("cri_mirror_pull_attempts"))
 		}
-		if n := m.sum(failures, map[string]string{"mirror": bad, "reason": "timeout"}); n != 1 {
-			t.Errorf("timeout failures of the black hole = %v, want 1\n%s", n, m.dump(failures))
+		if n := m.Sum(failures, map[string]string{"mirror": bad, "reason": "timeout"}); n != 1 {
+			t.Errorf("timeout failures of the black hole = %v, want 1\n%s", n, m.Dump(failures))
 		}
-		if n := m.sum(healthy, map[string]string{"mirror": bad}); n != 0 {
+		if n := m.Sum(healthy, map[string]string{"mirror": bad}); n != 0 {
 			t.Errorf("%s{mirror=%q} = %v, want 0", healthy, bad, n)
 		}
 		if !hasLogLine(readFile(p.logPath()), "result=timeout", "stalled") {
@@ -76,8 +76,8 @@ func TestMirrorHealth(t *testing.T) {
 		seen := len(front.requests())
 		pullFromGood(t, p, "e2e/health-hole/next", 5)
 		m = p.metrics()
-		if n := m.sum(attempts, map[string]string{"mirror": bad, "result": "skipped"}); n != 5 {
-			t.Errorf("skipped attempts on the held-back black hole = %v, want 5\n%s", n, m.dump("cri_mirror_pull_attempts"))
+		if n := m.Sum(attempts, map[string]string{"mirror": bad, "result": "skipped"}); n != 5 {
+			t.Errorf("skipped attempts on the held-back black hole = %v, want 5\n%s", n, m.Dump("cri_mirror_pull_attempts"))
 		}
 		if n := len(front.requests()) - seen; n != 0 {
 			t.Errorf("the held-back black hole got %d more requests\n%s", n, front.dump(20))
@@ -93,12 +93,12 @@ func TestMirrorHealth(t *testing.T) {
 		pullFromGood(t, p, "e2e/health-refused", 4)
 		m := p.metrics()
 		for result, want := range map[string]float64{"unreachable": 1, "skipped": 3, "error": 0} {
-			if n := m.sum(attempts, map[string]string{"mirror": dead, "result": result}); n != want {
-				t.Errorf("%s attempts on the refusing mirror = %v, want %v\n%s", result, n, want, m.dump("cri_mirror_pull_attempts"))
+			if n := m.Sum(attempts, map[string]string{"mirror": dead, "result": result}); n != want {
+				t.Errorf("%s attempts on the refusing mirror = %v, want %v\n%s", result, n, want, m.Dump("cri_mirror_pull_attempts"))
 			}
 		}
-		if n := m.sum(failures, map[string]string{"mirror": dead, "reason": "connection"}); n != 1 {
-			t.Errorf("connection failures of the refusing mirror = %v, want 1\n%s", n, m.dump(failures))
+		if n := m.Sum(failures, map[string]string{"mirror": dead, "reason": "connection"}); n != 1 {
+			t.Errorf("connection failures of the refusing mirror = %v, want 1\n%s", n, m.Dump(failures))
 		}
 	})
 
@@ -113,11 +113,11 @@ func TestMirrorHealth(t *testing.T) {
 		p.t = t
 		pullFromGood(t, p, "e2e/health-miss", 3)
 		m := p.metrics()
-		if n := m.sum(attempts, map[string]string{"mirror": miss, "result": "missing"}); n != 3 {
-			t.Errorf("missing attempts = %v, want 3 (a cache miss is not a fault: probed every time)\n%s", n, m.dump("cri_mirror_pull_attempts"))
+		if n := m.Sum(attempts, map[string]string{"mirror": miss, "result": "missing"}); n != 3 {
+			t.Errorf("missing attempts = %v, want 3 (a cache miss is not a fault: probed every time)\n%s", n, m.Dump("cri_mirror_pull_attempts"))
 		}
 		for _, s := range m {
-			if s.name == healthy && s.labels["mirror"] == miss && s.value == 0 {
+			if s.Name == healthy && s.Labels["mirror"] == miss && s.Value == 0 {
 				t.Errorf("a cache miss marked the mirror unhealthy: %s = 0", healthy)
 			}
 		}
@@ -150,8 +150,8 @@ func TestMirrorHealth(t *testing.T) {
 		// The alongside probe finds the mirror slow, not dead, and lets the pull go on; the pull
 		// downloads nothing for the stall window and is abandoned.
 		for result, n := range map[string]float64{"success": 1, "timeout": 1, "unreachable": 0, "canceled": 0, "error": 0} {
-			if got := m.sum(attempts, map[string]string{"mirror": flaky, "result": result}); got != n {
-				t.Errorf("%s attempts on the mirror = %v, want %v\n%s", result, got, n, m.dump("cri_mirror_pull_attempts"))
+			if got := m.Sum(attempts, map[string]string{"mirror": flaky, "result": result}); got != n {
+				t.Errorf("%s attempts on the mirror = %v, want %v\n%s", result, got, n, m.Dump("cri_mirror_pull_attempts"))
 			}
 		}
 		asked := front.count(func(r frontRequest) bool {
@@ -161,8 +161,8 @@ func TestMirrorHealth(t *testing.T) {
 			t.Errorf("containerd was not asked for b while the probe ran (alongside)\n%s", front.dump(20))
 		}
 		for mode, n := range map[string]float64{"before": 1, "alongside": 1} {
-			if got := m.sum("cri_mirror_probes_total", map[string]string{"mirror": flaky, "mode": mode}); got != n {
-				t.Errorf("probes %s = %v, want %v\n%s", mode, got, n, m.dump("cri_mirror_probes"))
+			if got := m.Sum("cri_mirror_probes_total", map[string]string{"mirror": flaky, "mode": mode}); got != n {
+				t.Errorf("probes %s = %v, want %v\n%s", mode, got, n, m.Dump("cri_mirror_probes"))
 			}
 		}
 		if !hasLogLine(readFile(p.logPath()), "probe_mode=alongside", "result=timeout") {
@@ -190,14 +190,14 @@ func TestMirrorHealth(t *testing.T) {
 		want := mustPushRandom(t, env.mirror.host+"/m1/"+repo+"/a:v1")
 		p.mustPull(sourceHost+"/"+repo+"/a:v1", want)
 		m := p.metrics()
-		if n := m.sum("cri_mirror_probes_total", map[string]string{"mirror": slow, "result": "slow"}); n != 1 {
-			t.Errorf("slow probes = %v, want 1\n%s", n, m.dump("cri_mirror_probes"))
+		if n := m.Sum("cri_mirror_probes_total", map[string]string{"mirror": slow, "result": "slow"}); n != 1 {
+			t.Errorf("slow probes = %v, want 1\n%s", n, m.Dump("cri_mirror_probes"))
 		}
-		if n := m.sum(attempts, map[string]string{"mirror": slow, "result": "success"}); n != 1 {
-			t.Errorf("successful attempts on the slow cache = %v, want 1\n%s", n, m.dump("cri_mirror_pull_attempts"))
+		if n := m.Sum(attempts, map[string]string{"mirror": slow, "result": "success"}); n != 1 {
+			t.Errorf("successful attempts on the slow cache = %v, want 1\n%s", n, m.Dump("cri_mirror_pull_attempts"))
 		}
-		if n := m.sum(failures, map[string]string{"mirror": slow}); n != 0 {
-			t.Errorf("failures of the slow cache = %v, want 0\n%s", n, m.dump(failures))
+		if n := m.Sum(failures, map[string]string{"mirror": slow}); n != 0 {
+			t.Errorf("failures of the slow cache = %v, want 0\n%s", n, m.Dump(failures))
 		}
 	})
 
@@ -222,8 +222,8 @@ func TestMirrorHealth(t *testing.T) {
 		start := time.Now()
 		p.mustPull(sourceHost+"/"+repo+"/a:v1", img)
 		m := p.metrics()
-		if n := m.sum(attempts, map[string]string{"mirror": trickle, "result": "timeout"}); n != 1 {
-			t.Errorf("timed out attempts on the trickling mirror = %v, want 1\n%s", n, m.dump("cri_mirror_pull_attempts"))
+		if n := m.Sum(attempts, map[string]string{"mirror": trickle, "result": "timeout"}); n != 1 {
+			t.Errorf("timed out attempts on the trickling mirror = %v, want 1\n%s", n, m.Dump("cri_mirror_pull_attempts"))
 		}
 		if n := f.count(func(r frontRequest) bool { return fromRuntime(r.UserAgent) && blobPath.MatchString(r.Path) }); n == 0 {
 			t.Errorf("containerd fetched no blob from the trickling mirror\n%s", f.dump(20))

@@ -3,24 +3,17 @@
 package e2e
 
 import (
-	"fmt"
-	"runtime"
+	"context"
 	"strings"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/cri-mirror-proxy/cri-mirror-proxy/test/testenv"
 )
 
 // pushedImage is what the runtime will report for a pushed image.
-type pushedImage struct {
-	ID     string // config digest: the CRI image id (for an index: of the native platform's image)
-	Digest string // digest of the pushed manifest or index: the digest in repo_digests
-}
+type pushedImage = testenv.Pushed
 
 // Repository paths inside the mirror registry, as "mirror locations" of registries.conf.
 // mirrorLoc("m1") is e.g. "127.0.0.1:41234/m1".
@@ -83,21 +76,27 @@ func (h *harness) pushFixtures() error {
 		{refs: []string{M + "m2/e2e/reload:v1"}},
 	}
 	for _, s := range steps {
-		var err error
-		if s.idx {
-			err = h.pushIndex(s.refs...)
-		} else {
-			mk := s.img
-			if mk == nil {
-				mk = userImage("")
-			}
-			var img v1.Image
-			if img, err = mk(); err == nil {
-				err = h.pushImage(img, s.refs...)
-			}
+		var (
+			t   remote.Taggable
+			err error
+		)
+		switch {
+		case s.idx:
+			t, err = multiArch()
+		case s.img != nil:
+			t, err = s.img()
+		default:
+			t, err = userImage("")()
 		}
 		if err != nil {
 			return err
+		}
+		p, err := testenv.PushAs(context.Background(), t, s.refs...)
+		if err != nil {
+			return err
+		}
+		for _, r := range s.refs {
+			h.pushed[r] = p
 		}
 	}
 	return nil
@@ -105,90 +104,30 @@ func (h *harness) pushFixtures() error {
 
 // userImage returns a maker of a random one-layer image for linux/<host arch> with Config.User.
 func userImage(user string) func() (v1.Image, error) {
-	return func() (v1.Image, error) { return platformImage(runtime.GOARCH, user) }
+	return func() (v1.Image, error) { return testenv.Random(1024, 1, testenv.Arch, testenv.User(user)) }
 }
 
-func platformImage(arch, user string) (v1.Image, error) {
-	img, err := random.Image(1024, 1)
-	if err != nil {
-		return nil, err
-	}
-	cf, err := img.ConfigFile()
-	if err != nil {
-		return nil, err
-	}
-	cf = cf.DeepCopy()
-	// containerd checks the config's platform against the host even for a plain manifest.
-	cf.OS, cf.Architecture = "linux", arch
-	cf.Config.User = user
-	return mutate.ConfigFile(img, cf)
-}
-
-func (h *harness) pushImage(img v1.Image, refs ...string) error {
-	id, err := img.ConfigName()
-	if err != nil {
-		return err
-	}
-	dg, err := img.Digest()
-	if err != nil {
-		return err
-	}
-	return h.pushAs(refs, pushedImage{ID: id.String(), Digest: dg.String()}, func(ref name.Reference) error {
-		return remote.Write(ref, img)
-	})
-}
-
-// pushAs writes something to every ref with write and records it as pushed.
-func (h *harness) pushAs(refs []string, pushed pushedImage, write func(name.Reference) error) error {
-	for _, r := range refs {
-		ref, err := name.ParseReference(r, name.Insecure)
-		if err != nil {
-			return err
-		}
-		if err := write(ref); err != nil {
-			return fmt.Errorf("push %s: %w", r, err)
-		}
-		h.pushed[r] = pushed
-	}
-	return nil
-}
-
-// pushIndex pushes a Docker manifest list with a foreign platform first and the native one
+// multiArch is a Docker manifest list with a foreign platform first and the native one
 // second, so the runtime has to pick by platform.
-func (h *harness) pushIndex(refs ...string) error {
+func multiArch() (v1.ImageIndex, error) {
 	other := "arm64"
-	if runtime.GOARCH == "arm64" {
+	if testenv.Arch == "arm64" {
 		other = "amd64"
 	}
-	var idx v1.ImageIndex = mutate.IndexMediaType(empty.Index, types.DockerManifestList)
-	var nativeID v1.Hash
-	for _, arch := range []string{other, runtime.GOARCH} {
-		img, err := platformImage(arch, "")
-		if err != nil {
-			return err
-		}
-		if arch == runtime.GOARCH {
-			if nativeID, err = img.ConfigName(); err != nil {
-				return err
-			}
-		}
-		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{
-			Add:        img,
-			Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: arch}},
-		})
-	}
-	dg, err := idx.Digest()
+	foreign, err := testenv.Random(1024, 1, other)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	return h.pushAs(refs, pushedImage{ID: nativeID.String(), Digest: dg.String()}, func(ref name.Reference) error {
-		return remote.WriteIndex(ref, idx)
-	})
+	native, err := testenv.Random(1024, 1, testenv.Arch)
+	if err != nil {
+		return nil, err
+	}
+	return testenv.Index(foreign, native)
 }
 
 // image returns what was pushed as ref ("M:" and "S:" prefixes stand for the mirror and the
 // source registry), failing the test when it is unknown.
-func (h *harness) image(ref string) pushedImage {
+func (h *harness) image(ref string) testenv.Pushed {
 	switch {
 	case strings.HasPrefix(ref, "M:"):
 		ref = h.mirror.host + "/" + ref[2:]

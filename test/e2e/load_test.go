@@ -70,7 +70,7 @@ func TestLoad(t *testing.T) {
 		cancel()
 	}
 	const goroutines = "go_goroutines"
-	baseline := p.metrics().sum(goroutines, nil)
+	baseline := p.metrics().Sum(goroutines, nil)
 
 	for burst := range bursts {
 		imgs := pushMany(t, tags, func(i int) string { return fmt.Sprintf("%s/m1/e2e/load:b%d-%d", env.mirror.host, burst, i) })
@@ -140,10 +140,10 @@ func TestLoad(t *testing.T) {
 
 		after := p.metrics()
 		const attempts = "cri_mirror_pull_attempts_total"
-		if d := after.sum(attempts, nil) - before.sum(attempts, nil); d != float64(tags) {
-			t.Errorf("burst %d: %s grew by %v for %d pulls of %d tags, want %d (one runtime pull per tag)\n%s", burst, attempts, d, pulls, tags, tags, after.dump("cri_mirror_pull"))
+		if d := after.Sum(attempts, nil) - before.Sum(attempts, nil); d != float64(tags) {
+			t.Errorf("burst %d: %s grew by %v for %d pulls of %d tags, want %d (one runtime pull per tag)\n%s", burst, attempts, d, pulls, tags, tags, after.Dump("cri_mirror_pull"))
 		}
-		if d := after.sum("cri_mirror_pulls_total", map[string]string{"result": "success"}) - before.sum("cri_mirror_pulls_total", map[string]string{"result": "success"}); d != float64(pulls) {
+		if d := after.Sum("cri_mirror_pulls_total", map[string]string{"result": "success"}) - before.Sum("cri_mirror_pulls_total", map[string]string{"result": "success"}); d != float64(pulls) {
 			t.Errorf("burst %d: cri_mirror_pulls_total{result=success} grew by %v, want %d (once per call)", burst, d, pulls)
 		}
 		if d := runtimeManifestHeads(front) - manifestHeadsBefore; d != tags {
@@ -162,7 +162,7 @@ func TestLoad(t *testing.T) {
 	const slack = 10
 	var now float64
 	err := waitFor(20*time.Second, "go_goroutines back near the baseline", func() error {
-		now = p.metrics().sum(goroutines, nil)
+		now = p.metrics().Sum(goroutines, nil)
 		if now > baseline+slack {
 			return fmt.Errorf("%v goroutines, baseline %v", now, baseline)
 		}

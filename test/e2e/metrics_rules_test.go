@@ -5,6 +5,8 @@ package e2e
 import (
 	"fmt"
 	"testing"
+
+	"github.com/cri-mirror-proxy/cri-mirror-proxy/test/promtest"
 )
 
 // TestMetricsFollowRules: the per-rule and per-mirror series exist at 0 from the start, so the
@@ -18,10 +20,10 @@ func TestMetricsFollowRules(t *testing.T) {
 		proxyOpts{args: []string{"--mirror-cooldown", "10m"}})
 
 	// value returns the sample of name with exactly these labels, and whether there is one.
-	value := func(m metricSet, name string, labels map[string]string) (float64, bool) {
+	value := func(m promtest.Set, name string, labels map[string]string) (float64, bool) {
 		for _, s := range m {
-			if s.name == name && len(s.labels) == len(labels) && labelsMatch(s.labels, labels) {
-				return s.value, true
+			if s.Name == name && len(s.Labels) == len(labels) && promtest.Matches(s.Labels, labels) {
+				return s.Value, true
 			}
 		}
 		return 0, false
@@ -47,7 +49,7 @@ func TestMetricsFollowRules(t *testing.T) {
 			}
 		}
 		if t.Failed() {
-			t.Logf("%s:\n%s", stage, m.dump("cri_mirror_"))
+			t.Logf("%s:\n%s", stage, m.Dump("cri_mirror_"))
 		}
 	}
 	l := func(kv ...string) map[string]string {

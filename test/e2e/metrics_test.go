@@ -34,14 +34,14 @@ func TestMetrics(t *testing.T) {
 		m := p.metrics()
 		bad := false
 		for _, w := range wants {
-			if !m.has(w.name) {
+			if !m.Has(w.name) {
 				t.Errorf("%s: metric %s is missing", stage, w.name)
 				bad = true
 				continue
 			}
-			got, what := m.sum(w.name, w.labels), fmt.Sprint(w.labels)
+			got, what := m.Sum(w.name, w.labels), fmt.Sprint(w.labels)
 			if w.failed {
-				got = m.failed(w.name, w.labels)
+				got = m.Failed(w.name, w.labels)
 				what += " (results other than success)"
 			}
 			if got != w.value {
@@ -50,7 +50,7 @@ func TestMetrics(t *testing.T) {
 			}
 		}
 		if bad {
-			t.Logf("cri_mirror_ metrics:\n%s", m.dump("cri_mirror_"))
+			t.Logf("cri_mirror_ metrics:\n%s", m.Dump("cri_mirror_"))
 		}
 	}
 	l := func(kv ...string) map[string]string {
@@ -77,7 +77,7 @@ func TestMetrics(t *testing.T) {
 		{pulls, l("registry", reg), 0, true},
 		{"cri_mirror_runtime_up", nil, 1, false},
 	})
-	if n := p.metrics().sum("cri_mirror_aliases", nil); n < 1 {
+	if n := p.metrics().Sum("cri_mirror_aliases", nil); n < 1 {
 		t.Errorf("cri_mirror_aliases = %v, want >= 1 after a mirror pull", n)
 	}
 

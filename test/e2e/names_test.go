@@ -6,6 +6,8 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/cri-mirror-proxy/cri-mirror-proxy/test/testenv"
 )
 
 // TestImageKinds: multi-arch indexes, images with a User, several tags of one image, one image
@@ -96,7 +98,7 @@ func TestImageKinds(t *testing.T) {
 		if img != nil {
 			digests := append([]string(nil), img.GetRepoDigests()...)
 			sort.Strings(digests)
-			wantD := []string{repoOf(a) + "@" + want.Digest, repoOf(b) + "@" + want.Digest}
+			wantD := []string{testenv.MustRepository(a) + "@" + want.Digest, testenv.MustRepository(b) + "@" + want.Digest}
 			if strings.Join(digests, ",") != strings.Join(wantD, ",") {
 				t.Errorf("repo_digests = %q, want %q", digests, wantD)
 			}
@@ -168,7 +170,7 @@ func TestRemove(t *testing.T) {
 		if runtimeHasImage(t, id) {
 			t.Errorf("containerd still has %s", id)
 		}
-		if table := p.mustCrictl("images"); hasImageRow(table, repoOf(ref), "v1") {
+		if table := p.mustCrictl("images"); hasImageRow(table, testenv.MustRepository(ref), "v1") {
 			t.Errorf("crictl images still shows %s:\n%s", ref, table)
 		}
 	}
@@ -233,10 +235,10 @@ func TestAliasesSurviveRestart(t *testing.T) {
 
 	checkNames(t, "ImageStatus after the restart", p.status(ref), []string{ref}, want.Digest)
 	checkNames(t, "ListImages after the restart", findImage(p.list(), id), []string{ref}, want.Digest)
-	if table := p.mustCrictl("images"); !hasImageRow(table, repoOf(ref), "v1") || strings.Contains(table, env.mirror.host) {
+	if table := p.mustCrictl("images"); !hasImageRow(table, testenv.MustRepository(ref), "v1") || strings.Contains(table, env.mirror.host) {
 		t.Errorf("crictl images after the restart:\n%s", table)
 	}
-	if n := p.metrics().sum("cri_mirror_aliases", nil); n < 1 {
+	if n := p.metrics().Sum("cri_mirror_aliases", nil); n < 1 {
 		t.Errorf("cri_mirror_aliases after the restart = %v, want >= 1", n)
 	}
 	if out, stderr, err := p.crictl("rmi", ref); err != nil {

@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cri-mirror-proxy/cri-mirror-proxy/test/promtest"
 )
 
 // TestPrometheus: a real Prometheus (Debian's, installed by test/tools.sh with promtool) scrapes
@@ -115,7 +117,7 @@ func TestPrometheus(t *testing.T) {
 	}
 	value := func(panel string, labels map[string]string) (float64, bool) {
 		for _, s := range results[panel] {
-			if labelsMatch(s.labels, labels) {
+			if promtest.Matches(s.labels, labels) {
 				return s.value, true
 			}
 		}
@@ -190,7 +192,7 @@ func TestPrometheus(t *testing.T) {
 			for _, w := range ws {
 				found := false
 				for _, al := range got {
-					found = found || (al.State == w.state && labelsMatch(al.Labels, w.labels))
+					found = found || (al.State == w.state && promtest.Matches(al.Labels, w.labels))
 				}
 				if !found {
 					return fmt.Errorf("%s: no %s alert with %v among %v", name, w.state, w.labels, got)

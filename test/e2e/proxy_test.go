@@ -20,6 +20,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/cri-mirror-proxy/cri-mirror-proxy/test/promtest"
+	"github.com/cri-mirror-proxy/cri-mirror-proxy/test/testenv"
 )
 
 // proxy is one cri-mirror-proxy instance in front of the shared containerd, with its own
@@ -175,13 +178,13 @@ func (p *proxy) restart() {
 func (p *proxy) reload(conf string) {
 	p.t.Helper()
 	const reloads = "cri_mirror_config_reloads_total"
-	before := p.metrics().sum(reloads, nil)
+	before := p.metrics().Sum(reloads, nil)
 	p.writeConf(conf)
 	if err := p.proc.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		p.t.Fatal(err)
 	}
 	err := waitFor(10*time.Second, reloads+" to grow", func() error {
-		if n := p.metrics().sum(reloads, nil); n <= before {
+		if n := p.metrics().Sum(reloads, nil); n <= before {
 			return fmt.Errorf("still %v", n)
 		}
 		return nil
@@ -189,8 +192,8 @@ func (p *proxy) reload(conf string) {
 	if err != nil {
 		p.t.Fatal(err)
 	}
-	if m := p.metrics(); m.sum(reloads, map[string]string{"result": "success"}) < 1 {
-		p.t.Fatalf("the reload of a valid file was not counted as a success:\n%s", m.dump(reloads))
+	if m := p.metrics(); m.Sum(reloads, map[string]string{"result": "success"}) < 1 {
+		p.t.Fatalf("the reload of a valid file was not counted as a success:\n%s", m.Dump(reloads))
 	}
 }
 
@@ -216,13 +219,15 @@ func (p *proxy) get(path string) (string, error) {
 	return string(b), nil
 }
 
-func (p *proxy) metrics() metricSet {
+func (p *proxy) metrics() promtest.Set {
 	p.t.Helper()
-	body, err := p.get("/metrics")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	m, err := promtest.Scrape(ctx, p.metricsAddr)
 	if err != nil {
 		p.t.Fatalf("scraping metrics: %v", err)
 	}
-	return parseMetrics(body)
+	return m
 }
 
 // --- CRI calls through the proxy ---------------------------------------------------------------
@@ -374,7 +379,7 @@ func checkNames(t *testing.T, what string, img *runtimeapi.Image, wantTags []str
 	}
 	repos := map[string]bool{}
 	for _, tag := range wantTags {
-		repos[repoOf(tag)] = true
+		repos[testenv.MustRepository(tag)] = true
 	}
 	if len(img.GetRepoDigests()) == 0 {
 		t.Errorf("%s: no repo_digests", what)
@@ -398,17 +403,6 @@ func checkNoMirrorName(t *testing.T, what string, img *runtimeapi.Image) {
 			t.Errorf("%s: image %s is shown under the registry name %q; only original names may show", what, img.GetId(), n)
 		}
 	}
-}
-
-// repoOf strips the tag or digest: "source.test/e2e/x:v1" -> "source.test/e2e/x".
-func repoOf(ref string) string {
-	if i := strings.Index(ref, "@"); i >= 0 {
-		return ref[:i]
-	}
-	if i := strings.LastIndex(ref, ":"); i > strings.LastIndex(ref, "/") {
-		return ref[:i]
-	}
-	return ref
 }
 
 func keys(m map[string]bool) []string {

@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cri-mirror-proxy/cri-mirror-proxy/test/testenv"
 )
 
 // TestPullServedByMirror: a tag pull is served by the mirror, the source is not asked, and the
@@ -33,7 +35,7 @@ func TestPullServedByMirror(t *testing.T) {
 
 	checkNames(t, "ImageStatus(original)", p.status(ref), []string{ref}, want.Digest)
 	checkNames(t, "ImageStatus(id)", p.status(id), []string{ref}, want.Digest)
-	checkNames(t, "ImageStatus(original@digest)", p.status(repoOf(ref)+"@"+want.Digest), []string{ref}, want.Digest)
+	checkNames(t, "ImageStatus(original@digest)", p.status(testenv.MustRepository(ref)+"@"+want.Digest), []string{ref}, want.Digest)
 	list := p.list()
 	checkNames(t, "ListImages", findImage(list, id), []string{ref}, want.Digest)
 	for _, img := range list {
@@ -54,8 +56,8 @@ func TestPullServedByMirror(t *testing.T) {
 		t.Errorf("crictl images -o json does not list %s", id)
 	}
 	table := p.mustCrictl("images")
-	if !hasImageRow(table, repoOf(ref), "v1") {
-		t.Errorf("crictl images has no row %s v1:\n%s", repoOf(ref), table)
+	if !hasImageRow(table, testenv.MustRepository(ref), "v1") {
+		t.Errorf("crictl images has no row %s v1:\n%s", testenv.MustRepository(ref), table)
 	}
 	if strings.Contains(table, env.mirror.host) {
 		t.Errorf("crictl images shows the mirror registry %s:\n%s", env.mirror.host, table)
@@ -118,7 +120,7 @@ func TestReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	err := waitFor(10*time.Second, reloads+" to grow", func() error {
-		if n := p.metrics().sum(reloads, nil); n <= before.sum(reloads, nil) {
+		if n := p.metrics().Sum(reloads, nil); n <= before.Sum(reloads, nil) {
 			return fmt.Errorf("still %v", n)
 		}
 		return nil
@@ -127,10 +129,10 @@ func TestReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	after := p.metrics()
-	if d := after.failed(reloads, nil) - before.failed(reloads, nil); d != 1 {
-		t.Errorf("a failed reload: %s (results other than success) grew by %v, want 1\n%s", reloads, d, after.dump(reloads))
+	if d := after.Failed(reloads, nil) - before.Failed(reloads, nil); d != 1 {
+		t.Errorf("a failed reload: %s (results other than success) grew by %v, want 1\n%s", reloads, d, after.Dump(reloads))
 	}
-	if d := after.sum(reloads, map[string]string{"result": "success"}) - before.sum(reloads, map[string]string{"result": "success"}); d != 0 {
+	if d := after.Sum(reloads, map[string]string{"result": "success"}) - before.Sum(reloads, map[string]string{"result": "success"}); d != 0 {
 		t.Errorf(`a failed reload: %s{result="success"} grew by %v`, reloads, d)
 	}
 	if !p.proc.running() {
@@ -202,8 +204,8 @@ func TestFallback(t *testing.T) {
 				t.Errorf("mirror %s was not tried before the source", m)
 			}
 		}
-		if !hasImageRow(p.mustCrictl("images"), repoOf(ref), "v1") {
-			t.Errorf("crictl images has no row %s v1", repoOf(ref))
+		if !hasImageRow(p.mustCrictl("images"), testenv.MustRepository(ref), "v1") {
+			t.Errorf("crictl images has no row %s v1", testenv.MustRepository(ref))
 		}
 	})
 	p.t = t
@@ -265,11 +267,11 @@ func TestPullFromMirrorPolicy(t *testing.T) {
 	p.t = t
 
 	m := p.metrics()
-	if n := m.sum("cri_mirror_pull_attempts_total", map[string]string{"mirror": tag}); n != 1 {
-		t.Errorf("attempts on the tag-only mirror = %v, want 1 (the tag pull only)\n%s", n, m.dump("cri_mirror_pull_attempts"))
+	if n := m.Sum("cri_mirror_pull_attempts_total", map[string]string{"mirror": tag}); n != 1 {
+		t.Errorf("attempts on the tag-only mirror = %v, want 1 (the tag pull only)\n%s", n, m.Dump("cri_mirror_pull_attempts"))
 	}
-	if n := m.sum("cri_mirror_pull_attempts_total", map[string]string{"mirror": dig}); n != 2 {
-		t.Errorf("attempts on the digest-only mirror = %v, want 2 (the two digest pulls)\n%s", n, m.dump("cri_mirror_pull_attempts"))
+	if n := m.Sum("cri_mirror_pull_attempts_total", map[string]string{"mirror": dig}); n != 2 {
+		t.Errorf("attempts on the digest-only mirror = %v, want 2 (the two digest pulls)\n%s", n, m.Dump("cri_mirror_pull_attempts"))
 	}
 }
 
@@ -341,7 +343,7 @@ func TestNoMatchingRule(t *testing.T) {
 	p.mustPull(ref, want)
 	checkNames(t, "ImageStatus", p.status(ref), []string{ref}, want.Digest)
 	m := p.metrics()
-	if n := m.sum("cri_mirror_pulls_total", map[string]string{"registry": "none", "result": "success"}); n != 1 {
-		t.Errorf(`cri_mirror_pulls_total{registry="none",result="success"} = %v, want 1`+"\n%s", n, m.dump("cri_mirror_pull"))
+	if n := m.Sum("cri_mirror_pulls_total", map[string]string{"registry": "none", "result": "success"}); n != 1 {
+		t.Errorf(`cri_mirror_pulls_total{registry="none",result="success"} = %v, want 1`+"\n%s", n, m.Dump("cri_mirror_pull"))
 	}
 }

@@ -70,7 +70,7 @@ func TestConcurrentPulls(t *testing.T) {
 		}
 	}
 	checkNames(t, "ImageStatus", p.status(ref), []string{ref}, want.Digest)
-	t.Logf("attempts for %d concurrent pulls: %v", n, p.metrics().sum("cri_mirror_pull_attempts_total", nil))
+	t.Logf("attempts for %d concurrent pulls: %v", n, p.metrics().Sum("cri_mirror_pull_attempts_total", nil))
 }
 
 // TestCLI: resolve and check-config on files, without a running proxy.

@@ -208,11 +208,11 @@ func TestNeverContactSource(t *testing.T) {
 		t.Errorf("the source registry received %d requests; a blocked source must receive none:\n%s", n, src.dump(20))
 	}
 	m := p.metrics()
-	if n := m.sum("cri_mirror_pull_attempts_total", map[string]string{"mirror": "source"}); n != 0 {
-		t.Errorf("%v attempts against the source counted\n%s", n, m.dump("cri_mirror_pull"))
+	if n := m.Sum("cri_mirror_pull_attempts_total", map[string]string{"mirror": "source"}); n != 0 {
+		t.Errorf("%v attempts against the source counted\n%s", n, m.Dump("cri_mirror_pull"))
 	}
-	if n := m.sum("cri_mirror_pulls_total", map[string]string{"registry": blocked, "result": "blocked"}); n != 1 {
-		t.Errorf(`cri_mirror_pulls_total{registry=%q,result="blocked"} = %v, want 1`+"\n%s", blocked, n, m.dump("cri_mirror_pulls"))
+	if n := m.Sum("cri_mirror_pulls_total", map[string]string{"registry": blocked, "result": "blocked"}); n != 1 {
+		t.Errorf(`cri_mirror_pulls_total{registry=%q,result="blocked"} = %v, want 1`+"\n%s", blocked, n, m.Dump("cri_mirror_pulls"))
 	}
 }
 

@@ -55,7 +55,7 @@ func TestHUPDuringStartup(t *testing.T) {
 	}
 	// The HUP was not dropped: it is applied as a reload once the proxy serves.
 	err = waitFor(10*time.Second, "the early SIGHUP to be applied as a reload", func() error {
-		if n := p.metrics().sum("cri_mirror_config_reloads_total", map[string]string{"result": "success"}); n != 1 {
+		if n := p.metrics().Sum("cri_mirror_config_reloads_total", map[string]string{"result": "success"}); n != 1 {
 			return fmt.Errorf("successful reloads = %v, want 1", n)
 		}
 		return nil

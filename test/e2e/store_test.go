@@ -63,13 +63,13 @@ func TestAliasStoreLost(t *testing.T) {
 				if len(moved) != 1 {
 					t.Errorf("damaged files kept aside: %q, want one", moved)
 				}
-				if n := m.sum("cri_mirror_alias_store_recoveries_total", nil); n != 1 {
+				if n := m.Sum("cri_mirror_alias_store_recoveries_total", nil); n != 1 {
 					t.Errorf("cri_mirror_alias_store_recoveries_total = %v, want 1", n)
 				}
 				if !hasLogLine(readFile(p.logPath()), "level=error", "damaged", "moved_to=") {
 					t.Errorf("no error logged for the damaged database; log tail:\n%s", logTail(p.logPath(), 20))
 				}
-			} else if len(moved) != 0 || m.sum("cri_mirror_alias_store_recoveries_total", nil) != 0 {
+			} else if len(moved) != 0 || m.Sum("cri_mirror_alias_store_recoveries_total", nil) != 0 {
 				t.Errorf("a wiped state dir counted as damaged (files aside: %q)", moved)
 			}
 			err := waitFor(30*time.Second, "the alias to be rebuilt from the runtime", func() error {
@@ -83,7 +83,7 @@ func TestAliasStoreLost(t *testing.T) {
 				t.Fatal(err)
 			}
 			checkNames(t, "ImageStatus after the rebuild", p.status(ref), []string{ref}, want.Digest)
-			if n := p.metrics().sum("cri_mirror_aliases_rebuilt_total", map[string]string{"result": "restored"}); n < 1 {
+			if n := p.metrics().Sum("cri_mirror_aliases_rebuilt_total", map[string]string{"result": "restored"}); n < 1 {
 				t.Errorf("cri_mirror_aliases_rebuilt_total{result=restored} = %v, want >= 1", n)
 			}
 			// The new database works: the alias survives a restart.
@@ -103,7 +103,7 @@ func TestReadOnlyStateDir(t *testing.T) {
 	p := startProxy(t, registriesConf(sourceRule("m1")))
 	beforeRef, afterRef := sourceHost+"/e2e/ro-before:v1", sourceHost+"/e2e/ro-after:v1"
 	p.mustPull(beforeRef, before)
-	if n := p.metrics().sum("cri_mirror_alias_store_persistent", nil); n != 1 {
+	if n := p.metrics().Sum("cri_mirror_alias_store_persistent", nil); n != 1 {
 		t.Errorf("cri_mirror_alias_store_persistent = %v on a writable state dir, want 1", n)
 	}
 	if !p.stop() {
@@ -122,7 +122,7 @@ func TestReadOnlyStateDir(t *testing.T) {
 	})
 
 	p.start() // fails the test unless it serves
-	if n := p.metrics().sum("cri_mirror_alias_store_persistent", nil); n != 0 {
+	if n := p.metrics().Sum("cri_mirror_alias_store_persistent", nil); n != 0 {
 		t.Errorf("cri_mirror_alias_store_persistent = %v on a read-only state dir, want 0", n)
 	}
 	if !hasLogLine(readFile(p.logPath()), "level=error", "cannot be written", "memory only") {

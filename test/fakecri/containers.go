@@ -1,4 +1,4 @@
-package proxy
+package fakecri
 
 import (
 	"context"
@@ -9,18 +9,18 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
-// fakeContainer is a container of the fakeRuntime: created from an image,
-// as kubelet creates one, by image id.
-type fakeContainer struct {
+// container is a container of the Runtime: created from an image, as kubelet creates one, by
+// image id.
+type container struct {
 	id      string
 	imageID string // the image it runs
 	config  string // ContainerConfig.image.image: what kubelet passed (the image id)
 	user    string // ContainerConfig.image.user_specified_image: the pod's image
 }
 
-// create adds a container running image (any name the runtime resolves) and
-// returns its id.
-func (f *fakeRuntime) create(image, user string) string {
+// Create adds a container running image (any name the runtime resolves) and returns its id.
+// It panics when the runtime has no such image: a test set-up error.
+func (f *Runtime) Create(image, user string) string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	img := f.find(image)
@@ -28,14 +28,14 @@ func (f *fakeRuntime) create(image, user string) string {
 		panic("fake runtime: no image " + image)
 	}
 	id := fmt.Sprintf("ctr%d", len(f.containers))
-	f.containers = append(f.containers, fakeContainer{id: id, imageID: img.Id, config: img.Id, user: user})
+	f.containers = append(f.containers, container{id: id, imageID: img.Id, config: img.Id, user: user})
 	return id
 }
 
-// statusOf builds a container's status the way containerd does: the image's
-// first tag as image (else what the container was created with), its first
-// repo digest as image_ref (else the image id). Called with f.mu held.
-func (f *fakeRuntime) statusOf(c fakeContainer) *runtimeapi.ContainerStatus {
+// statusOf builds a container's status the way containerd does: the image's first tag as
+// image (else what the container was created with), its first repo digest as image_ref (else
+// the image id). Called with f.mu held.
+func (f *Runtime) statusOf(c container) *runtimeapi.ContainerStatus {
 	st := &runtimeapi.ContainerStatus{
 		Id:       c.id,
 		Metadata: &runtimeapi.ContainerMetadata{Name: c.id},
@@ -52,13 +52,14 @@ func (f *fakeRuntime) statusOf(c fakeContainer) *runtimeapi.ContainerStatus {
 			st.ImageRef = img.RepoDigests[0]
 		}
 	}
-	if f.reportIDs {
+	if f.ReportIDs {
 		st.ImageId = c.imageID
 	}
 	return st
 }
 
-func (f *fakeRuntime) ContainerStatus(_ context.Context, req *runtimeapi.ContainerStatusRequest) (*runtimeapi.ContainerStatusResponse, error) {
+// ContainerStatus answers for a container Create made; any other is NotFound.
+func (f *Runtime) ContainerStatus(_ context.Context, req *runtimeapi.ContainerStatusRequest) (*runtimeapi.ContainerStatusResponse, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, c := range f.containers {
@@ -69,10 +70,10 @@ func (f *fakeRuntime) ContainerStatus(_ context.Context, req *runtimeapi.Contain
 	return nil, status.Errorf(codes.NotFound, "container %q not found", req.GetContainerId())
 }
 
-// ListContainers lists containers as containerd does (image and image_ref
-// are the image id kubelet created them with), or with listsByNames set,
-// under the names ContainerStatus reports.
-func (f *fakeRuntime) ListContainers(context.Context, *runtimeapi.ListContainersRequest) (*runtimeapi.ListContainersResponse, error) {
+// ListContainers lists containers as containerd does (image and image_ref are the image id
+// kubelet created them with), or with ListsByNames set, under the names ContainerStatus
+// reports.
+func (f *Runtime) ListContainers(context.Context, *runtimeapi.ListContainersRequest) (*runtimeapi.ListContainersResponse, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	resp := &runtimeapi.ListContainersResponse{}
@@ -85,11 +86,11 @@ func (f *fakeRuntime) ListContainers(context.Context, *runtimeapi.ListContainers
 			ImageRef: c.imageID,
 			Labels:   map[string]string{"io.kubernetes.pod.name": "p-" + c.id},
 		}
-		if f.listsByNames {
+		if f.ListsByNames {
 			st := f.statusOf(c)
 			entry.Image, entry.ImageRef = st.Image, st.ImageRef
 		}
-		if f.reportIDs {
+		if f.ReportIDs {
 			entry.ImageId = c.imageID
 		}
 		resp.Containers = append(resp.Containers, entry)
@@ -97,9 +98,9 @@ func (f *fakeRuntime) ListContainers(context.Context, *runtimeapi.ListContainers
 	return resp, nil
 }
 
-// GetContainerEvents sends three events without statuses, then one event
-// per container carrying its status.
-func (f *fakeRuntime) GetContainerEvents(_ *runtimeapi.GetEventsRequest, stream runtimeapi.RuntimeService_GetContainerEventsServer) error {
+// GetContainerEvents sends three events without statuses (c0 to c2), then one event per
+// container carrying its status.
+func (f *Runtime) GetContainerEvents(_ *runtimeapi.GetEventsRequest, stream runtimeapi.RuntimeService_GetContainerEventsServer) error {
 	for i := range 3 {
 		if err := stream.Send(&runtimeapi.ContainerEventResponse{ContainerId: fmt.Sprintf("c%d", i)}); err != nil {
 			return err

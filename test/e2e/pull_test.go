@@ -178,16 +178,45 @@ func TestFallback(t *testing.T) {
 		}
 	})
 
+	// What a dead mirror costs is counted, not timed: one probe that finds it unreachable, no
+	// runtime pull sent there, then the next mirror. How long the refused connection takes is
+	// beyond what a test on a shared machine can bound tightly; the benchmark measures it
+	// (test/bench, "refused first mirror: added time", against a baseline).
 	t.Run("dead mirror", func(t *testing.T) {
 		p.t = t
 		ref := sourceHost + "/e2e/fallback-dead:v1"
 		want := env.image("M:m1/e2e/fallback-dead:v1")
-		start := time.Now()
 		p.mustPull(ref, want)
-		if d := time.Since(start); d > 30*time.Second {
-			t.Errorf("the pull took %s: a refused connection to a dead mirror should cost little", d)
-		}
 		checkNames(t, "ImageStatus", p.status(ref), []string{ref}, want.Digest)
+		m := p.metrics()
+		const attempts = "cri_mirror_pull_attempts_total"
+		deadLoc, good := dead+"/e2e/fallback-dead", env.mirrorLoc("m1")+"/e2e/fallback-dead"
+		for _, c := range []struct {
+			mirror, result string
+			want           float64
+		}{
+			{deadLoc, "unreachable", 1}, // the probe, refused
+			{deadLoc, "error", 0},       // the runtime was not sent there
+			{deadLoc, "success", 0},
+			{good, "success", 1},
+		} {
+			if n := m.Sum(attempts, map[string]string{"mirror": c.mirror, "result": c.result}); n != c.want {
+				t.Errorf("%s attempts on %s = %v, want %v\n%s", c.result, c.mirror, n, c.want, m.Dump("cri_mirror_pull_attempts"))
+			}
+		}
+		if n := m.Sum(attempts, map[string]string{"mirror": deadLoc}); n != 1 {
+			t.Errorf("attempts on the dead mirror = %v, want exactly 1 (one probe)\n%s", n, m.Dump("cri_mirror_pull_attempts"))
+		}
+		// containerd logs each PullImage it receives (msg="PullImage \"REF\"", and a second
+		// line when it returns): the good mirror's pull is there (so the log is read right),
+		// none from the dead one.
+		ctdLog := readFile(env.ctd.proc.logPath)
+		if n := strings.Count(ctdLog, `msg="PullImage \"`+good+`:v1\""`); n != 1 {
+			t.Errorf("containerd logged %d pulls of %s:v1, want 1", n, good)
+		}
+		if n := strings.Count(ctdLog, `msg="PullImage \"`+dead+`/`); n != 0 {
+			t.Errorf("containerd was asked %d times to pull from the dead mirror; the probe should have kept it away", n)
+		}
 	})
 
 	t.Run("source", func(t *testing.T) {

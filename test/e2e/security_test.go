@@ -160,7 +160,7 @@ func TestNeverContactSource(t *testing.T) {
 	const never, blocked = "never.test", "blocked-rec.test"
 	present := mustPushRandom(t, env.mirror.host+"/m1/e2e/never-present:v1")
 	mustPushRandom(t, env.source.host+"/e2e/never-present:v1")
-	mustPushRandom(t, env.source.host+"/e2e/never-absent:v1") // only the source has it
+	absent := mustPushRandom(t, env.source.host+"/e2e/never-absent:v1") // only the source has it
 
 	src := newRegistryFront(t, env.source.host)
 	allowHost(t, env.ctd, never, "http://"+src.host)
@@ -170,8 +170,6 @@ func TestNeverContactSource(t *testing.T) {
 		rule{prefix: blocked, blocked: true},
 	))
 
-	// Without the proxy, containerd does reach the source through the front: the zero below
-	// is not for want of a route.
 	if n := src.count(func(frontRequest) bool { return true }); n != 0 {
 		t.Fatalf("the source front got %d requests before the test", n)
 	}
@@ -213,6 +211,22 @@ func TestNeverContactSource(t *testing.T) {
 	}
 	if n := m.Sum("cri_mirror_pulls_total", map[string]string{"registry": blocked, "result": "blocked"}); n != 1 {
 		t.Errorf(`cri_mirror_pulls_total{registry=%q,result="blocked"} = %v, want 1`+"\n%s", blocked, n, m.Dump("cri_mirror_pulls"))
+	}
+
+	// The zero above is not for want of a route: containerd itself, asked without the proxy,
+	// pulls the source-only image through the same front.
+	ctx, cancel := callCtx()
+	defer cancel()
+	ref = never + "/e2e/never-absent:v1"
+	resp, err := env.ctd.img.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: ref}})
+	if err != nil {
+		t.Fatalf("containerd pulling %s itself: %v; the source route the test relies on does not work\n%s", ref, err, src.dump(20))
+	}
+	if resp.GetImageRef() != absent.ID {
+		t.Errorf("containerd pulling %s itself = %s, want the source's image %s", ref, resp.GetImageRef(), absent.ID)
+	}
+	if n := src.count(func(r frontRequest) bool { return fromRuntime(r.UserAgent) && manifestPath.MatchString(r.Path) }); n == 0 {
+		t.Errorf("the source front saw no manifest request from containerd's own pull\n%s", src.dump(20))
 	}
 }
 

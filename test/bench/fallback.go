@@ -25,9 +25,10 @@ type fallbackRow struct {
 	c fallbackCase
 	// pulls[rep][k]: pull 0 is the first, 1..fallbackPulls the next.
 	pulls [][]time.Duration
-	// What the proxy recorded for the faulty mirrors, by result
-	// (e.g. "unreachable 3, skipped 30").
-	firstMirror string
+	// What the proxy recorded for the faulty mirrors between the phase's
+	// two scrapes: attempts by result (e.g. unreachable 3, skipped 30).
+	// nil for the baseline, which has no faulty mirror.
+	faulty map[string]float64
 }
 
 // first is the median first pull over the repetitions.
@@ -153,13 +154,13 @@ func (b *bench) fallbacks(ctx context.Context) error {
 				mirrors = append(mirrors, m)
 			}
 		}
-		rows[i].firstMirror = attemptDelta(before, after, mirrors)
+		rows[i].faulty = attemptDelta(before, after, mirrors)
 	}
 	b.fallback = rows
 	base := &rows[0]
 	for _, r := range rows {
 		logf("  %-9s first %s (added %s), next p50 %s (added %s); faulty mirror: %s", r.c.name,
-			ms(r.first()), ms(r.addedFirst(base)), ms(r.next()), ms(r.addedNext(base)), r.firstMirror)
+			ms(r.first()), ms(r.addedFirst(base)), ms(r.next()), ms(r.addedNext(base)), describeAttempts(r.faulty))
 	}
 	// Leave containerd with the numbered set only.
 	for _, r := range fallbackRules(reps) {
@@ -172,11 +173,11 @@ func (b *bench) fallbacks(ctx context.Context) error {
 	return nil
 }
 
-// attemptDelta summarises cri_mirror_pull_attempts_total for the given
-// mirrors by result between two scrapes.
-func attemptDelta(before, after promtest.Set, mirrors []string) string {
+// attemptDelta counts cri_mirror_pull_attempts_total of the given mirrors
+// by result between two scrapes (nil without mirrors).
+func attemptDelta(before, after promtest.Set, mirrors []string) map[string]float64 {
 	if len(mirrors) == 0 {
-		return "-"
+		return nil
 	}
 	results := map[string]float64{}
 	for _, s := range after {
@@ -189,11 +190,22 @@ func attemptDelta(before, after promtest.Set, mirrors []string) string {
 			results[s.Labels["result"]] -= s.Value
 		}
 	}
+	for r, v := range results {
+		if v == 0 {
+			delete(results, r)
+		}
+	}
+	return results
+}
+
+// describeAttempts renders attempt counts by result: "skipped 30, unreachable 3".
+func describeAttempts(results map[string]float64) string {
+	if results == nil {
+		return "-"
+	}
 	var parts []string
 	for r, v := range results {
-		if v != 0 {
-			parts = append(parts, fmt.Sprintf("%s %.0f", r, v))
-		}
+		parts = append(parts, fmt.Sprintf("%s %.0f", r, v))
 	}
 	sort.Strings(parts)
 	if len(parts) == 0 {

@@ -103,7 +103,7 @@ func (c *config) want(phase string) bool {
 func parseFlags() *config {
 	c := &config{}
 	flag.StringVar(&c.containerdSock, "containerd", "", "containerd CRI socket path")
-	flag.StringVar(&c.containerdLog, "containerd-log", "", "containerd's log file, to count the pulls it was asked for (optional)")
+	flag.StringVar(&c.containerdLog, "containerd-log", "", "containerd's log file, to count the pulls it was asked for (the dedup verdict needs it)")
 	flag.IntVar(&c.containerdPID, "containerd-pid", 0, "pid of containerd, to tell other load on the machine from the benchmark's (optional)")
 	flag.IntVar(&c.registryPID, "registry-pid", 0, "pid of the registry, likewise (optional)")
 	flag.StringVar(&c.proxySock, "proxy", "", "cri-mirror-proxy socket path")
@@ -151,7 +151,7 @@ func (c *config) check() error {
 		name  string
 		unset bool
 	}{
-		{"-containerd", c.containerdSock == ""}, {"-proxy", c.proxySock == ""}, {"-proxy-pid", c.proxyPID == 0},
+		{"-containerd", c.containerdSock == ""}, {"-containerd-log", c.containerdLog == ""}, {"-proxy", c.proxySock == ""}, {"-proxy-pid", c.proxyPID == 0},
 		{"-metrics", c.metricsAddr == ""}, {"-registry", c.registry == ""}, {"-closed-port", c.closedPort == 0},
 		{"-blackhole-port", c.blackholePort == 0}, {"-work-dir", c.workDir == ""},
 	} {

@@ -126,8 +126,8 @@ func (b *bench) mirrorPulls(ctx context.Context) error {
 	}
 	b.pulls.probesBefore, b.pulls.probesAlongside = probes("before"), probes("alongside")
 	logf("  p50 direct %s proxy %s (%.3f×, paired %.3f×); proxy's own time per pull %s", ms(median(b.pulls.direct)), ms(median(b.pulls.proxy)),
-		ratio(median(b.pulls.proxy), median(b.pulls.direct)), pairedRatio(b.pulls.proxy, b.pulls.direct), ms(b.pulls.own))
-	logf("  p50 hop %s (paired %.3f×)", ms(median(b.pulls.hop)), pairedRatio(b.pulls.hop, b.pulls.direct))
+		ratio(median(b.pulls.proxy), median(b.pulls.direct)), paired(b.pulls.proxy, b.pulls.direct), ms(b.pulls.own))
+	logf("  p50 hop %s (paired %.3f×)", ms(median(b.pulls.hop)), paired(b.pulls.hop, b.pulls.direct))
 	if len(b.pulls.first) > 0 {
 		logf("  p50 probe-first proxy %s (%.3f×)", ms(median(b.pulls.first)), ratio(median(b.pulls.first), median(b.pulls.direct)))
 	}
@@ -136,12 +136,27 @@ func (b *bench) mirrorPulls(ctx context.Context) error {
 
 // pairedRatio is the median over rounds of a[i]/b[i]: each round's two pulls
 // ran back to back, so a slow spell of the machine falls on both and cancels.
-func pairedRatio(a, b []time.Duration) float64 {
-	var r []float64
-	for i := range min(len(a), len(b)) {
-		r = append(r, ratio(a[i], b[i]))
+// It is measured only when both series have the same, non-zero number of
+// rounds and every round has both times.
+func pairedRatio(a, b []time.Duration) (float64, bool) {
+	if len(a) == 0 || len(a) != len(b) {
+		return 0, false
 	}
-	return medianF(r)
+	r := make([]float64, 0, len(a))
+	for i := range a {
+		x, ok := ratioOf(a[i], b[i])
+		if !ok {
+			return 0, false
+		}
+		r = append(r, x)
+	}
+	return medianF(r), true
+}
+
+// paired is pairedRatio for the tables (0 when not measured).
+func paired(a, b []time.Duration) float64 {
+	r, _ := pairedRatio(a, b)
+	return r
 }
 
 // ownPullTime is the mean PullImage handling time minus the mean runtime
@@ -263,8 +278,9 @@ func mostCommon(m map[string]int) string {
 }
 
 // countLogPulls counts the PullImage requests for ref that containerd's CRI
-// plugin logged (one line per request it received), or -1 without a log.
-// It is the runtime's own testimony, independent of the proxy's metrics.
+// plugin logged (one line per request it received), or -1 when the log
+// cannot be read, which fails the dedup verdict. It is the runtime's own
+// testimony, independent of the proxy's metrics.
 func (b *bench) countLogPulls(ref string) int {
 	if b.cfg.containerdLog == "" {
 		return -1

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 )
@@ -35,15 +36,19 @@ func describeEnvironment(ctx context.Context, b *bench) environment {
 	return e
 }
 
-// check is one target of the issue, judged.
+// check is one target, judged. A target is met only when every input of
+// its verdict was measured: a missing figure (no reference time, no attempt
+// on the faulty mirror, an unreadable containerd log) is a miss, never a
+// pass by default.
 type check struct {
 	target, limit, measured string
 	met                     bool
 }
 
+func pct(r float64) string { return fmt.Sprintf("%.2f×", r) }
+
 func (b *bench) checks() []check {
 	var out []check
-	pct := func(r float64) string { return fmt.Sprintf("%.2f×", r) }
 	for _, row := range b.latency {
 		var limit float64
 		switch {
@@ -54,53 +59,135 @@ func (b *bench) checks() []check {
 		default:
 			continue
 		}
-		p50 := ratio(row.st["proxy"].p50, row.st["hop"].p50)
-		p99 := ratio(row.st["proxy"].p99, row.st["hop"].p99)
-		out = append(out, check{
-			target: fmt.Sprintf("%s, %d images: proxy/hop p50 and p99", row.call, row.images),
-			limit:  "≤ " + pct(limit),
-			measured: fmt.Sprintf("p50 %s, p99 %s (hop-b/hop: %s, %s)", pct(p50), pct(p99),
-				pct(ratio(row.st["hop-b"].p50, row.st["hop"].p50)), pct(ratio(row.st["hop-b"].p99, row.st["hop"].p99))),
-			met: p50 <= limit && p99 <= limit,
-		})
+		out = append(out, latencyCheck(row, limit))
 	}
-	if len(b.pulls.proxy) > 0 {
-		r := pairedRatio(b.pulls.proxy, b.pulls.direct)
-		out = append(out, check{"mirror pull: proxy/direct, median of the per-round ratios", "≤ 1.02×",
-			fmt.Sprintf("%s (ratio of the p50s: %s)", pct(r), pct(ratio(median(b.pulls.proxy), median(b.pulls.direct)))), r <= 1.02})
+	if len(b.pulls.proxy) > 0 || len(b.pulls.direct) > 0 {
+		out = append(out, pullCheck(b.pulls, 1.02))
 	}
-	if len(b.dedup.runtimePulls) > 0 {
-		met := b.dedup.failed == 0
-		for i, n := range b.dedup.runtimePulls {
-			met = met && n == 1 && (b.dedup.logPulls[i] < 0 || b.dedup.logPulls[i] == 1)
-		}
-		out = append(out, check{
-			target:   fmt.Sprintf("%d concurrent identical pulls: runtime pulls per burst", b.dedup.concurrency),
-			limit:    "exactly 1",
-			measured: fmt.Sprintf("%v (metrics), %v (containerd log)", b.dedup.runtimePulls, b.dedup.logPulls),
-			met:      met,
-		})
+	if len(b.dedup.burst) > 0 || len(b.dedup.runtimePulls) > 0 {
+		out = append(out, dedupCheck(b.dedup))
 	}
 	if base := b.fallbackRow("baseline"); base != nil {
 		const allowance = 10 * time.Millisecond
 		if r := b.fallbackRow("refused"); r != nil {
-			first, next := r.addedFirst(base), r.addedNext(base)
-			out = append(out, check{"refused first mirror: added time, first pull / next 10 (p50)", "≤ 10 ms",
-				ms(first) + " / " + ms(next), first <= allowance && next <= allowance})
+			out = append(out, fallbackCheck(base, r, b.cfg.fallbackReps, "refused first mirror: added time, first pull / next 10 (p50)",
+				"≤ 10 ms", allowance, allowance, true))
 		}
 		if r := b.fallbackRow("blackhole"); r != nil {
-			first, next := r.addedFirst(base), r.addedNext(base)
-			out = append(out, check{"black-holed first mirror: added time, first pull", fmt.Sprintf("≤ %s probe timeout (+10 ms)", b.cfg.probeTimeout),
-				ms(first), first <= b.cfg.probeTimeout+allowance})
-			out = append(out, check{"black-holed first mirror: added time, next 10 (p50)", "~0 (≤ 10 ms)", ms(next), next <= allowance})
+			out = append(out, fallbackCheck(base, r, b.cfg.fallbackReps, "black-holed first mirror: added time, first pull",
+				fmt.Sprintf("≤ %s probe timeout (+10 ms)", b.cfg.probeTimeout), b.cfg.probeTimeout+allowance, 0, false))
+			out = append(out, fallbackCheck(base, r, b.cfg.fallbackReps, "black-holed first mirror: added time, next 10 (p50)",
+				"~0 (≤ 10 ms)", 0, allowance, true))
 		}
 	}
 	for _, m := range b.memory {
 		if strings.HasPrefix(m.state, "idle") {
-			out = append(out, check{"proxy VmRSS " + m.state, "≤ 40 MiB", mib(m.rss), m.rss <= 40*1024})
+			c := check{target: "proxy VmRSS " + m.state, limit: "≤ 40 MiB", measured: mib(m.rss), met: m.rss > 0 && m.rss <= 40*1024}
+			if m.rss <= 0 {
+				c.measured = "not measured"
+			}
+			out = append(out, c)
 		}
 	}
 	return out
+}
+
+// latencyCheck judges proxy/hop at p50 and p99 against limit. Both
+// latencies of both percentiles must have been measured.
+func latencyCheck(row latencyRow, limit float64) check {
+	proxy, hop, hopB := row.st["proxy"], row.st["hop"], row.st["hop-b"]
+	c := check{target: fmt.Sprintf("%s, %d images: proxy/hop p50 and p99", row.call, row.images), limit: "≤ " + pct(limit)}
+	p50, ok50 := ratioOf(proxy.p50, hop.p50)
+	p99, ok99 := ratioOf(proxy.p99, hop.p99)
+	if !ok50 || !ok99 {
+		c.measured = fmt.Sprintf("not measured (proxy p50 %s p99 %s, hop p50 %s p99 %s)", us(proxy.p50), us(proxy.p99), us(hop.p50), us(hop.p99))
+		return c
+	}
+	c.measured = fmt.Sprintf("p50 %s, p99 %s (hop-b/hop: %s, %s)", pct(p50), pct(p99),
+		pct(ratio(hopB.p50, hop.p50)), pct(ratio(hopB.p99, hop.p99)))
+	c.met = p50 <= limit && p99 <= limit
+	return c
+}
+
+// pullCheck judges the median of the per-round proxy/direct pull ratios.
+// Every round needs both pulls.
+func pullCheck(p pullResult, limit float64) check {
+	c := check{target: "mirror pull: proxy/direct, median of the per-round ratios", limit: "≤ " + pct(limit)}
+	r, ok := pairedRatio(p.proxy, p.direct)
+	if !ok {
+		c.measured = fmt.Sprintf("not measured (%d proxy and %d direct pulls)", len(p.proxy), len(p.direct))
+		return c
+	}
+	c.measured = fmt.Sprintf("%s (ratio of the p50s: %s)", pct(r), pct(ratio(median(p.proxy), median(p.direct))))
+	c.met = r <= limit
+	return c
+}
+
+// dedupCheck requires, for every burst, exactly one runtime pull by both
+// witnesses: the proxy's metrics and containerd's own log. A burst without
+// a log count (-1: the log could not be read) is a miss.
+func dedupCheck(d dedupResult) check {
+	c := check{
+		target:   fmt.Sprintf("%d concurrent identical pulls: runtime pulls per burst", d.concurrency),
+		limit:    "exactly 1",
+		measured: fmt.Sprintf("%v (metrics), %v (containerd log)", d.runtimePulls, d.logPulls),
+	}
+	if d.failed > 0 {
+		c.measured += fmt.Sprintf("; %d callers failed", d.failed)
+	}
+	if len(d.runtimePulls) == 0 || len(d.logPulls) != len(d.runtimePulls) || len(d.burst) != len(d.runtimePulls) {
+		c.measured += fmt.Sprintf("; %d bursts, %d metric counts, %d log counts", len(d.burst), len(d.runtimePulls), len(d.logPulls))
+		return c
+	}
+	if slices.Contains(d.logPulls, -1) {
+		c.measured += "; containerd's log could not be read (-1)"
+	}
+	c.met = d.failed == 0
+	for i, n := range d.runtimePulls {
+		c.met = c.met && n == 1 && d.logPulls[i] == 1
+	}
+	return c
+}
+
+// fallbackCheck judges the time a faulty first mirror adds to the first
+// pull (within first) and to the next ones (within next); a zero limit
+// leaves that one out (judgeNext false leaves out the next pulls). The
+// faulty mirrors must have been tried: at least as many failed attempts as
+// repetitions (each repetition has a faulty mirror of its own) and none
+// that succeeded, else the case measured nothing.
+func fallbackCheck(base, r *fallbackRow, reps int, target, limit string, first, next time.Duration, judgeNext bool) check {
+	c := check{target: target, limit: limit}
+	if len(r.pulls) != reps || len(base.pulls) != reps || reps == 0 {
+		c.measured = fmt.Sprintf("not measured (%d of %d repetitions, baseline %d)", len(r.pulls), reps, len(base.pulls))
+		return c
+	}
+	for i := range reps {
+		if len(r.pulls[i]) != fallbackPulls+1 || len(base.pulls[i]) != fallbackPulls+1 || base.pulls[i][0] <= 0 {
+			c.measured = fmt.Sprintf("not measured (repetition %d: %d pulls, baseline %d)", i, len(r.pulls[i]), len(base.pulls[i]))
+			return c
+		}
+	}
+	addedFirst, addedNext := r.addedFirst(base), r.addedNext(base)
+	switch {
+	case first > 0 && judgeNext:
+		c.measured = ms(addedFirst) + " / " + ms(addedNext)
+	case first > 0:
+		c.measured = ms(addedFirst)
+	default:
+		c.measured = ms(addedNext)
+	}
+	var failed float64
+	for result, n := range r.faulty {
+		if result != "success" {
+			failed += n
+		}
+	}
+	c.measured += "; faulty mirrors: " + describeAttempts(r.faulty)
+	if failed < float64(reps) || r.faulty["success"] > 0 {
+		return c
+	}
+	c.met = (first == 0 || addedFirst <= first) && (!judgeNext || addedNext <= next)
+	return c
 }
 
 func (b *bench) fallbackRow(name string) *fallbackRow {
@@ -214,14 +301,14 @@ func (b *bench) write(w io.Writer) {
 			t.header = append(t.header, "probe first p50", "probe first/direct p50", "probe first/direct paired")
 		}
 		dd, pp := summarize(b.pulls.direct), summarize(b.pulls.proxy)
-		t.add(fmt.Sprint(pp.n), ms(dd.p50), ms(pp.p50), x(ratio(pp.p50, dd.p50)), x(pairedRatio(b.pulls.proxy, b.pulls.direct)),
+		t.add(fmt.Sprint(pp.n), ms(dd.p50), ms(pp.p50), x(ratio(pp.p50, dd.p50)), x(paired(b.pulls.proxy, b.pulls.direct)),
 			ms(minD(b.pulls.direct)), ms(minD(b.pulls.proxy)), ms(pp.p50-dd.p50), ms(b.pulls.own),
 			fmt.Sprintf("%.0f / %.0f", b.pulls.probesBefore, b.pulls.probesAlongside))
 		row := &t.rows[len(t.rows)-1]
-		*row = append(*row, ms(median(b.pulls.hop)), x(pairedRatio(b.pulls.hop, b.pulls.direct)))
+		*row = append(*row, ms(median(b.pulls.hop)), x(paired(b.pulls.hop, b.pulls.direct)))
 		if len(b.pulls.first) > 0 {
 			ff := summarize(b.pulls.first)
-			*row = append(*row, ms(ff.p50), x(ratio(ff.p50, dd.p50)), x(pairedRatio(b.pulls.first, b.pulls.direct)))
+			*row = append(*row, ms(ff.p50), x(ratio(ff.p50, dd.p50)), x(paired(b.pulls.first, b.pulls.direct)))
 		}
 		t.write(w)
 	}
@@ -247,7 +334,7 @@ func (b *bench) write(w io.Writer) {
 			if r.c.name != "baseline" {
 				add1, addN = ms(r.addedFirst(base)), ms(r.addedNext(base))
 			}
-			t.add(r.c.name+": "+r.c.what, ms(r.first()), add1, ms(r.next()), addN, r.firstMirror)
+			t.add(r.c.name+": "+r.c.what, ms(r.first()), add1, ms(r.next()), addN, describeAttempts(r.faulty))
 		}
 		t.write(w)
 	}
@@ -330,11 +417,18 @@ func (t *table) write(w io.Writer) {
 	}
 }
 
+// ratio is a/b for the tables, 0 when b is 0; verdicts use ratioOf.
 func ratio(a, b time.Duration) float64 {
-	if b == 0 {
-		return 0
+	r, _ := ratioOf(a, b)
+	return r
+}
+
+// ratioOf is a/b, and whether both were measured (non-zero).
+func ratioOf(a, b time.Duration) (float64, bool) {
+	if a <= 0 || b <= 0 {
+		return 0, false
 	}
-	return float64(a) / float64(b)
+	return float64(a) / float64(b), true
 }
 
 func x(r float64) string { return fmt.Sprintf("%.2f×", r) }

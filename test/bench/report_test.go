@@ -1,0 +1,163 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// The verdicts: each target is met only on a measurement that can show it.
+
+func TestLatencyCheck(t *testing.T) {
+	row := func(proxy, hop time.Duration) latencyRow {
+		return latencyRow{call: "ImageStatus, pass-through (no alias)", images: 10, st: map[string]stats{
+			"proxy": {n: 100, p50: proxy, p99: 2 * proxy},
+			"hop":   {n: 100, p50: hop, p99: 2 * hop},
+			"hop-b": {n: 100, p50: hop, p99: 2 * hop},
+		}}
+	}
+	for _, tc := range []struct {
+		name       string
+		proxy, hop time.Duration
+		met        bool
+	}{
+		{"within", 105 * time.Microsecond, 100 * time.Microsecond, true},
+		{"over", 120 * time.Microsecond, 100 * time.Microsecond, false},
+		{"no hop figures", time.Second, 0, false},
+		{"no proxy figures", 0, 100 * time.Microsecond, false},
+	} {
+		c := latencyCheck(row(tc.proxy, tc.hop), 1.10)
+		if c.met != tc.met {
+			t.Errorf("%s: met = %v, want %v (%s)", tc.name, c.met, tc.met, c.measured)
+		}
+	}
+}
+
+func TestPullCheck(t *testing.T) {
+	ms := func(v ...int) []time.Duration {
+		var d []time.Duration
+		for _, x := range v {
+			d = append(d, time.Duration(x)*time.Millisecond)
+		}
+		return d
+	}
+	for _, tc := range []struct {
+		name          string
+		proxy, direct []time.Duration
+		met           bool
+	}{
+		{"within", ms(101, 202, 303), ms(100, 200, 300), true},
+		{"over", ms(110, 220, 330), ms(100, 200, 300), false},
+		{"no direct pulls", ms(100, 200), nil, false},
+		{"rounds not paired", ms(100, 200, 300), ms(100, 200), false},
+		{"a zero time", ms(100, 0, 300), ms(100, 200, 300), false},
+	} {
+		c := pullCheck(pullResult{proxy: tc.proxy, direct: tc.direct}, 1.02)
+		if c.met != tc.met {
+			t.Errorf("%s: met = %v, want %v (%s)", tc.name, c.met, tc.met, c.measured)
+		}
+	}
+}
+
+func TestDedupCheck(t *testing.T) {
+	burst := []time.Duration{time.Second, time.Second}
+	for _, tc := range []struct {
+		name string
+		d    dedupResult
+		met  bool
+	}{
+		{"one pull per burst, both witnesses", dedupResult{burst: burst, runtimePulls: []float64{1, 1}, logPulls: []int{1, 1}}, true},
+		{"unreadable containerd log", dedupResult{burst: burst, runtimePulls: []float64{1, 1}, logPulls: []int{-1, -1}}, false},
+		{"log count missing", dedupResult{burst: burst, runtimePulls: []float64{1, 1}, logPulls: []int{1}}, false},
+		{"two runtime pulls", dedupResult{burst: burst, runtimePulls: []float64{1, 2}, logPulls: []int{1, 2}}, false},
+		{"witnesses disagree", dedupResult{burst: burst, runtimePulls: []float64{1, 1}, logPulls: []int{1, 0}}, false},
+		{"a caller failed", dedupResult{burst: burst, runtimePulls: []float64{1, 1}, logPulls: []int{1, 1}, failed: 1}, false},
+		{"no bursts", dedupResult{}, false},
+	} {
+		tc.d.concurrency = 100
+		c := dedupCheck(tc.d)
+		if c.met != tc.met {
+			t.Errorf("%s: met = %v, want %v (%s)", tc.name, c.met, tc.met, c.measured)
+		}
+	}
+}
+
+// fallbackRows builds a baseline and a case row of reps repetitions: every
+// baseline pull takes 100 ms, the case's first pull first and the next ones
+// next.
+func fallbackRows(reps int, first, next time.Duration, faulty map[string]float64) (*fallbackRow, *fallbackRow) {
+	base := &fallbackRow{c: fallbackCases[0]}
+	r := &fallbackRow{c: fallbackCases[1], faulty: faulty}
+	for range reps {
+		var b, c []time.Duration
+		for k := range fallbackPulls + 1 {
+			b = append(b, 100*time.Millisecond)
+			if k == 0 {
+				c = append(c, first)
+			} else {
+				c = append(c, next)
+			}
+		}
+		base.pulls, r.pulls = append(base.pulls, b), append(r.pulls, c)
+	}
+	return base, r
+}
+
+func TestFallbackCheck(t *testing.T) {
+	const reps = 3
+	tried := map[string]float64{"unreachable": 3, "skipped": 30}
+	allow := 10 * time.Millisecond
+	for _, tc := range []struct {
+		name        string
+		first, next time.Duration
+		faulty      map[string]float64
+		met         bool
+	}{
+		{"fast, faulty mirror tried", 105 * time.Millisecond, 101 * time.Millisecond, tried, true},
+		{"slow first pull", 300 * time.Millisecond, 101 * time.Millisecond, tried, false},
+		{"slow next pulls", 105 * time.Millisecond, 150 * time.Millisecond, tried, false},
+		{"faulty mirror never tried", 100 * time.Millisecond, 100 * time.Millisecond, map[string]float64{}, false},
+		{"no attempt counts", 100 * time.Millisecond, 100 * time.Millisecond, nil, false},
+		{"fewer failures than repetitions", 100 * time.Millisecond, 100 * time.Millisecond, map[string]float64{"unreachable": 2}, false},
+		{"the faulty mirror served", 100 * time.Millisecond, 100 * time.Millisecond, map[string]float64{"unreachable": 3, "success": 1}, false},
+	} {
+		base, r := fallbackRows(reps, tc.first, tc.next, tc.faulty)
+		c := fallbackCheck(base, r, reps, tc.name, "≤ 10 ms", allow, allow, true)
+		if c.met != tc.met {
+			t.Errorf("%s: met = %v, want %v (%s)", tc.name, c.met, tc.met, c.measured)
+		}
+	}
+	// A row with a repetition missing measured nothing.
+	base, r := fallbackRows(reps, 100*time.Millisecond, 100*time.Millisecond, tried)
+	r.pulls = r.pulls[:reps-1]
+	if c := fallbackCheck(base, r, reps, "short", "≤ 10 ms", allow, allow, true); c.met {
+		t.Errorf("a missing repetition was met: %s", c.measured)
+	}
+}
+
+// checks puts it together: a run that measured nothing meets nothing.
+func TestChecksWithoutMeasurements(t *testing.T) {
+	b := &bench{cfg: &config{fallbackReps: 3, probeTimeout: 2 * time.Second}}
+	b.latency = []latencyRow{{call: "ImageStatus, pass-through (no alias)", images: 10,
+		st: map[string]stats{"proxy": {n: 1, p50: time.Second, p99: time.Second}}}}
+	b.pulls = pullResult{proxy: []time.Duration{time.Second}}
+	b.dedup = dedupResult{concurrency: 100, burst: []time.Duration{time.Second}, runtimePulls: []float64{1}, logPulls: []int{-1}}
+	base, refused := fallbackRows(3, 100*time.Millisecond, 100*time.Millisecond, map[string]float64{})
+	_, blackhole := fallbackRows(3, 100*time.Millisecond, 100*time.Millisecond, nil)
+	blackhole.c = fallbackCases[2]
+	b.fallback = []fallbackRow{*base, *refused, *blackhole}
+	b.memory = []memoryRow{{state: "idle after start"}}
+	checks := b.checks()
+	if len(checks) != 7 {
+		t.Fatalf("%d checks, want 7: %+v", len(checks), checks)
+	}
+	for _, c := range checks {
+		if c.met {
+			t.Errorf("%s: met on no measurement (%s)", c.target, c.measured)
+		}
+		if !strings.Contains(c.measured, "not measured") && !strings.Contains(c.measured, "no attempts") &&
+			!strings.Contains(c.measured, "-1") && !strings.Contains(c.measured, "faulty mirrors: -") {
+			t.Errorf("%s: %q does not say what is missing", c.target, c.measured)
+		}
+	}
+}

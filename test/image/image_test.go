@@ -36,11 +36,10 @@ func TestImage(t *testing.T) {
 	}
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "cri-mirror-proxy")
-	build := exec.Command("go", "build", "-trimpath", "-tags", "containers_image_openpgp",
-		"-ldflags", "-X main.version=image-test", "-o", bin, "../../cmd/cri-mirror-proxy")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	// The Makefile's recipe (build tags, static, version stamp), as make image uses it.
+	build := exec.Command("make", "-C", "../..", "--no-print-directory", "build", "BIN="+bin, "VERSION=image-test")
 	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+		t.Fatalf("make build: %v\n%s", err, out)
 	}
 
 	out := filepath.Join(dir, "image.tar")

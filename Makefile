@@ -31,12 +31,12 @@ run: ## install what is missing and run the demo (a local registry + containerd,
 
 test: unit image e2e critest ## everything: unit tests, the image, e2e on real containerd + registry, critest through the proxy
 
+# test/parity is a module of its own (its references stay out of go.mod);
+# -mod=mod follows the root module's requirements when they change;
+# without cgo, as two containers/storage versions both bring unshare.c.
 unit: ## unit tests with the race detector, and the differential tests of test/parity (no root, loopback only)
 	$(GO) vet -tags '$(TAGS)' ./...
 	CGO_ENABLED=1 $(GO) test -race -tags '$(TAGS)' -count=1 ./...
-	# test/parity is a module of its own (its references stay out of go.mod);
-	# -mod=mod follows the root module's requirements when they change;
-	# without cgo, as two containers/storage versions both bring unshare.c.
 	cd test/parity && CGO_ENABLED=0 $(GO) vet -mod=mod ./... && CGO_ENABLED=0 $(GO) test -mod=mod -count=1 ./...
 
 FUZZTIME ?= 30s

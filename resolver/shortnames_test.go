@@ -142,3 +142,21 @@ insecure = true
 		}
 	}
 }
+
+// TestWarningBlockedLocation: the warning about a blocked rule's rewritten
+// location appears only when that location is really pulled.
+func TestWarningBlockedLocation(t *testing.T) {
+	for conf, want := range map[string]bool{
+		"[[registry]]\nprefix = \"old.example.com\"\nlocation = \"new.example.com/old\"\nblocked = true\n":                                                               true,
+		"[[registry]]\nprefix = \"old.example.com\"\nlocation = \"new.example.com/old\"\nblocked = true\n[[registry]]\nlocation = \"new.example.com\"\nblocked = true\n": false,
+	} {
+		r, err := New(confFiles(t, conf, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := strings.Contains(strings.Join(r.Warnings(), "\n"), "pulls are still made from")
+		if got != want {
+			t.Errorf("warning %v, want %v for\n%s", got, want, conf)
+		}
+	}
+}

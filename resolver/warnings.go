@@ -40,7 +40,8 @@ func (rs *ruleSet) warnings() []string {
 		if f := rs.origin[reg.Prefix]; f != "" {
 			where += " in " + f
 		}
-		if reg.Blocked && reg.Location != "" && reg.Location != reg.Prefix {
+		// Only when the location is not blocked itself: then it is pulled.
+		if other := rs.match(reg.Location); reg.Blocked && reg.Location != "" && reg.Location != reg.Prefix && (other == nil || !other.Blocked) {
 			out = append(out, fmt.Sprintf("%s: blocked = true with location %q: blocked applies to the address contacted, so pulls are still made from %q (after any mirrors); block %q in a rule of its own to stop that",
 				where, reg.Location, reg.Location, reg.Location))
 		}

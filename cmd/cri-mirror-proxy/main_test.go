@@ -241,6 +241,11 @@ short-name-mode = "permissive"
 	if code != 0 || out != "registry.example.com/ops/tools:1\tsource\tno matching rule\n" || !strings.Contains(errOut, `note: short name "tools:1": Resolved "tools" as an alias (`+file+`)`) {
 		t.Errorf("alias: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
+	out, errOut, code = runCLI("resolve", "--registries-conf", file, "--registries-conf-dir", dir, "-o", "json", "tools:1")
+	if code != 0 || !strings.Contains(out, `"image": "docker.io/library/tools:1",`) || !strings.Contains(out, `"ref": "registry.example.com/ops/tools:1",
+      "image": "registry.example.com/ops/tools:1",`) || !strings.Contains(out, `Resolved \"tools\" as an alias`) {
+		t.Errorf("alias, json: exit %d, stdout %s, stderr %q", code, out, errOut)
+	}
 	out, errOut, code = runCLI("resolve", "--registries-conf", file, "--registries-conf-dir", dir, "app")
 	if code == 0 || out != "" || !strings.Contains(errOut, "short name mode is enforcing and the name is ambiguous: quay.io/app:latest, docker.io/library/app:latest") {
 		t.Errorf("ambiguous, enforcing: exit %d, stdout %q, stderr %q", code, out, errOut)

@@ -64,7 +64,10 @@ type blockedReport struct {
 }
 
 type resolveCand struct {
-	Ref            string `json:"ref"`
+	Ref string `json:"ref"`
+	// Image is the name the candidate pulls: the image, or for a short
+	// name the [aliases] entry or search-registry completion it took.
+	Image          string `json:"image"`
 	Source         bool   `json:"source"`
 	Location       string `json:"location"`
 	Rule           string `json:"rule,omitempty"`
@@ -104,7 +107,7 @@ func resolve(c serveConfig, stdout, stderr io.Writer) error {
 			Candidates: []resolveCand{}, Notes: append([]string{}, res.Notes...),
 		}
 		for _, cand := range res.Candidates {
-			rc := resolveCand{Ref: cand.Ref.String(), Source: cand.Source, Location: cand.Location, Rule: cand.Rule, Insecure: cand.Insecure}
+			rc := resolveCand{Ref: cand.Ref.String(), Image: cand.Image.String(), Source: cand.Source, Location: cand.Location, Rule: cand.Rule, Insecure: cand.Insecure}
 			if !cand.Source {
 				rc.PullFromMirror = cand.Policy
 			}

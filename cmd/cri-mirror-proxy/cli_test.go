@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -65,6 +66,37 @@ func TestExitCodes(t *testing.T) {
 		if _, errOut, code := runCLI(tc.args...); code != tc.code {
 			t.Errorf("%q: exit %d, want %d; stderr %q", tc.args, code, tc.code, errOut)
 		}
+	}
+}
+
+// serve refuses bad input before it touches anything. Each run has a
+// canceled context, its own state dir and no metrics port, so a serve that
+// wrongly went on would return at once without leaving anything behind.
+func TestServeBadInput(t *testing.T) {
+	file, dir := writeConf(t, cliRules)
+	bad, badDir := writeConf(t, "[[registry]]\nprefix = \"x.io\"\nlocation = \"x.io\"\npull_from_mirror = \"all\"\n")
+	tmp, err := os.MkdirTemp("", "cmp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(tmp)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	base := []string{"serve", "--state-dir", filepath.Join(tmp, "state"), "--metrics-address", "", "--listen", "unix://" + filepath.Join(tmp, "cri.sock")}
+	for _, args := range [][]string{
+		{"--registries-conf", file, "--registries-conf-dir", dir, "--runtime-endpoint", "tcp://127.0.0.1:1"},
+		{"--registries-conf", file, "--registries-conf-dir", dir, "--listen", "relative/cri.sock"},
+		{"--registries-conf", bad, "--registries-conf-dir", badDir},
+		{"--registries-conf", file, "--registries-conf-dir", dir, "--listen-mode", "0666"},
+	} {
+		var out, errOut bytes.Buffer
+		err := run(ctx, append(slices.Clone(base), args...), &out, &errOut)
+		if code := exitCode(err, &errOut); code != 2 {
+			t.Errorf("serve %q: exit %d, want 2; stderr %q", args, code, errOut.String())
+		}
+	}
+	if entries, _ := os.ReadDir(tmp); len(entries) != 0 {
+		t.Errorf("serve left %v behind after refusing its input", entries)
 	}
 }
 

@@ -124,6 +124,17 @@ func resolve(c serveConfig, stdout, stderr io.Writer) error {
 	return nil
 }
 
+// checkEndpoints refuses a --listen or --runtime-endpoint that is not a
+// unix socket, as bad input.
+func checkEndpoints(c serveConfig) error {
+	for _, e := range []struct{ name, endpoint string }{{"--listen", c.listen}, {"--runtime-endpoint", c.runtimeEndpoint}} {
+		if _, err := proxy.SocketPath(e.endpoint); err != nil {
+			return &exitError{code: 2, err: fmt.Errorf("%s: %w", e.name, err)}
+		}
+	}
+	return nil
+}
+
 // checkConfig validates the settings and the rules and prints both.
 func checkConfig(c serveConfig, stdout io.Writer) error {
 	if _, err := newLogger(c.logLevel, c.logFormat); err != nil {
@@ -132,10 +143,8 @@ func checkConfig(c serveConfig, stdout io.Writer) error {
 	if _, err := lookupGroup(c.listenGroup); err != nil {
 		return err
 	}
-	for name, endpoint := range map[string]string{"--listen": c.listen, "--runtime-endpoint": c.runtimeEndpoint} {
-		if _, err := proxy.SocketPath(endpoint); err != nil {
-			return &exitError{code: 2, err: fmt.Errorf("%s: %w", name, err)}
-		}
+	if err := checkEndpoints(c); err != nil {
+		return err
 	}
 	r, err := c.rules.load()
 	if err != nil {

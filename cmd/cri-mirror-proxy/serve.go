@@ -167,6 +167,9 @@ func serve(ctx context.Context, c serveConfig) error {
 	if err != nil {
 		return err
 	}
+	if err := checkEndpoints(c); err != nil {
+		return err
+	}
 	rules, err := c.rules.load()
 	if err != nil {
 		return err

@@ -5,6 +5,8 @@ import (
 	"time"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/cri-mirror-proxy/cri-mirror-proxy/store"
 )
 
 const (
@@ -28,11 +30,11 @@ func (s *Server) pruneStale(listed []string) {
 	}
 	seen := make(map[string]bool, len(listed))
 	for _, id := range listed {
-		seen[id] = true
+		seen[store.IDKey(id)] = true
 	}
 	var gone []string
 	for _, id := range ids {
-		if !seen[id] {
+		if !seen[store.IDKey(id)] {
 			gone = append(gone, id)
 			if len(gone) == pruneBatch {
 				break

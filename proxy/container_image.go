@@ -108,10 +108,6 @@ func (s *Server) containerAliases(n imageNames) []store.Alias {
 	return aliases
 }
 
-// isImageID reports whether name is an image id as containerd reports it,
-// not a reference.
-func isImageID(name string) bool { return strings.HasPrefix(name, "sha256:") }
-
 func prefer(list []string, want string) string {
 	if slices.Contains(list, want) {
 		return want

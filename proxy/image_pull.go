@@ -91,7 +91,7 @@ func (s *Server) pull(ctx context.Context, req *runtimeapi.PullImageRequest, res
 			}
 			// c.Image is res.Original but for a short name resolved
 			// through [aliases] or unqualified-search-registries.
-			if err := s.remember(c.Image, c, a.resp.GetImageRef()); err != nil {
+			if err := s.remember(ctx, c.Image, c, a.resp); err != nil {
 				return nil, status.Errorf(codes.Internal, "pulled %s as %s but cannot record its original name: %v", c.Image, c.Ref, err)
 			}
 			s.logPull(res, c.Ref.String(), i+1, start, nil)
@@ -245,7 +245,7 @@ func (s *Server) report(res *resolver.Resolution, c resolver.Candidate, n int, a
 	}
 	switch a.result {
 	case metrics.ResultSuccess:
-		log.WithField("image_id", a.resp.GetImageRef()).Info("pull attempt succeeded")
+		log.WithField("image_ref", a.resp.GetImageRef()).Info("pull attempt succeeded")
 	case metrics.ResultSkipped, metrics.ResultMissing:
 		log.WithField("why", a.why).Info("candidate does not serve this pull")
 	default:
@@ -331,7 +331,13 @@ func (s *Server) authFor(c resolver.Candidate, original reference.Named, callerA
 // remember records the original name when the runtime stored the image under
 // another one, and forgets an older alias when it stored it under the
 // original name itself.
-func (s *Server) remember(original reference.Named, c resolver.Candidate, imageID string) error {
+//
+// An alias needs the image id, and resp's image_ref is not always one:
+// containerd answers with the id, CRI-O with a digest reference in the
+// repository it pulled ("mirror/repo@sha256:…"). Such a name is replaced by
+// the id in resp, so the caller (kubelet keeps image_ref for the container)
+// never sees the mirror's name, and gets what containerd would answer.
+func (s *Server) remember(ctx context.Context, original reference.Named, c resolver.Candidate, resp *runtimeapi.PullImageResponse) error {
 	name := original.String()
 	if c.Ref.String() == name {
 		if _, ok := s.aliases.Get(name); ok {
@@ -339,7 +345,34 @@ func (s *Server) remember(original reference.Named, c resolver.Candidate, imageI
 		}
 		return nil
 	}
-	return s.aliases.Put(store.Alias{Name: name, ImageID: imageID, Mirror: c.Ref.String(), Created: time.Now().UTC()})
+	id, err := s.pulledImageID(ctx, c, resp.GetImageRef())
+	if err != nil {
+		return err
+	}
+	resp.ImageRef = id
+	return s.aliases.Put(store.Alias{Name: name, ImageID: id, Mirror: c.Ref.String(), Created: time.Now().UTC()})
+}
+
+// pulledImageID returns the runtime's id of the image it just pulled for c,
+// given the image_ref it answered: that, if it is an id, or else the id the
+// runtime reports for that name (or for c, if it named nothing).
+func (s *Server) pulledImageID(ctx context.Context, c resolver.Candidate, imageRef string) (string, error) {
+	if isImageID(imageRef) {
+		return imageRef, nil
+	}
+	name := imageRef
+	if name == "" {
+		name = c.Ref.String()
+	}
+	st, err := s.images.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: name}})
+	if err != nil {
+		return "", fmt.Errorf("ask the runtime for the id of %s: %w", name, err)
+	}
+	id := st.GetImage().GetId()
+	if id == "" {
+		return "", fmt.Errorf("the runtime has no image %s right after pulling it", name)
+	}
+	return id, nil
 }
 
 // pullKey identifies pulls that may share one runtime pull: same image, same

@@ -411,3 +411,20 @@ func TestIsMiss(t *testing.T) {
 		}
 	}
 }
+
+func TestIsImageID(t *testing.T) {
+	hex := strings.Repeat("0a", 32)
+	for s, want := range map[string]bool{
+		"sha256:" + hex:                       true, // containerd
+		hex:                                   true, // CRI-O
+		"docker.io/library/app@sha256:" + hex: false,
+		"sha256:" + hex[:63]:                  false,
+		strings.ToUpper(hex):                  false,
+		"app:latest":                          false,
+		"":                                    false,
+	} {
+		if got := isImageID(s); got != want {
+			t.Errorf("isImageID(%q) = %v, want %v", s, got, want)
+		}
+	}
+}

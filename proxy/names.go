@@ -52,6 +52,21 @@ func (n *names) normalize(image string) (reference.Named, bool) {
 	return named, named != nil
 }
 
+// isImageID tells an image id ("sha256:<64 hex>" as containerd reports it,
+// the bare hex as CRI-O does) from an image name.
+func isImageID(s string) bool {
+	hexPart := strings.TrimPrefix(s, "sha256:")
+	if len(hexPart) != 64 {
+		return false
+	}
+	for _, r := range hexPart {
+		if (r < '0' || r > '9') && (r < 'a' || r > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
 // lookupAlias finds the alias a caller's image name refers to: the exact
 // name, its normalised form, or a digest of an aliased repository.
 func (s *Server) lookupAlias(ctx context.Context, image string) (store.Alias, bool) {

@@ -252,3 +252,46 @@ func TestBytesField(t *testing.T) {
 		t.Errorf("garbage = %q", got)
 	}
 }
+
+// CRI-O answers PullImage with a digest reference in the repository it
+// pulled, not the image id, and its ids are bare hex. Every name must still
+// be the original one, and the caller must never see the mirror's name.
+func TestNamesInFrontOfCRIO(t *testing.T) {
+	h := newHarness(t)
+	h.rt.CRIO = true
+	ref := pullMirrored(h)
+	id := strings.TrimPrefix(fakecri.IDOf("y"), "sha256:")
+	if ref != id {
+		t.Errorf("PullImage image_ref = %q, want the image id %s", ref, id)
+	}
+	if a, _ := h.store.Get(origTag); a.ImageID != id {
+		t.Errorf("alias records image id %q, want %s", a.ImageID, id)
+	}
+	for _, name := range []string{origTag, id, mirrorTag, "gcr.io/x/y@" + fakecri.DigestOf("y")} {
+		wantOriginalView(t, "ImageStatus("+name+")", h.status(name), id)
+	}
+	var listed *runtimeapi.Image
+	for _, img := range h.list("") {
+		if img.Id == id {
+			listed = img
+		}
+	}
+	wantOriginalView(t, "ListImages", listed, id)
+
+	// Pulled from the source, the runtime's answer names the original
+	// repository: it is passed on as it is.
+	h.rt.Publish("registry.example.com/plain:1", "plain")
+	if got, want := h.mustPull("registry.example.com/plain:1"), "registry.example.com/plain@"+fakecri.DigestOf("plain"); got != want {
+		t.Errorf("source pull image_ref = %q, want the runtime's %q", got, want)
+	}
+
+	if _, err := h.images.RemoveImage(ctx(t), &runtimeapi.RemoveImageRequest{Image: &runtimeapi.ImageSpec{Image: origTag}}); err != nil {
+		t.Fatal(err)
+	}
+	if img := h.status(id); img != nil {
+		t.Errorf("RemoveImage(%s) left the image in the runtime: %v", origTag, img)
+	}
+	if n := h.store.Len(); n != 0 {
+		t.Errorf("%d aliases left: %v", n, h.store.ByImage(id))
+	}
+}

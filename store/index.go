@@ -12,7 +12,7 @@ type index struct {
 	// The secondary indexes map a key to the sorted names under it. A key
 	// has one or a few names (an image's tags, a repository's tags), where
 	// a sorted slice costs a fraction of a map and reads back in order.
-	byImage  map[string][]string // image id → names
+	byImage  map[string][]string // IDKey(image id) → names
 	byMirror map[string][]string // mirror ref → names
 	byRepo   map[string][]string // repository of the name → names
 	// gen counts changes, so readers can tell a table they saw from a newer one.
@@ -30,13 +30,13 @@ func newIndex() *index {
 
 func (ix *index) put(a Alias) {
 	if old, ok := ix.byName[a.Name]; ok {
-		unlink(ix.byImage, old.ImageID, old.Name)
+		unlink(ix.byImage, IDKey(old.ImageID), old.Name)
 		unlink(ix.byMirror, old.Mirror, old.Name)
 		unlink(ix.byRepo, Repository(old.Name), old.Name)
 	}
 	ix.byName[a.Name] = a
 	ix.gen++
-	link(ix.byImage, a.ImageID, a.Name)
+	link(ix.byImage, IDKey(a.ImageID), a.Name)
 	link(ix.byMirror, a.Mirror, a.Name)
 	link(ix.byRepo, Repository(a.Name), a.Name)
 }
@@ -48,7 +48,7 @@ func (ix *index) remove(name string) (Alias, bool) {
 	}
 	delete(ix.byName, name)
 	ix.gen++
-	unlink(ix.byImage, a.ImageID, name)
+	unlink(ix.byImage, IDKey(a.ImageID), name)
 	unlink(ix.byMirror, a.Mirror, name)
 	unlink(ix.byRepo, Repository(name), name)
 	return a, true
@@ -101,3 +101,8 @@ func Repository(ref string) string {
 	}
 	return ref
 }
+
+// IDKey is the form in which the table compares image ids: containerd
+// reports "sha256:<hex>", CRI-O the bare hex, and callers may use either,
+// so an id is the same image with or without the prefix.
+func IDKey(id string) string { return strings.TrimPrefix(id, "sha256:") }

@@ -1,5 +1,7 @@
 package store
 
+import "bytes"
+
 // Get returns the alias recorded under name.
 func (s *Store) Get(name string) (Alias, bool) {
 	s.mu.RLock()
@@ -8,11 +10,12 @@ func (s *Store) Get(name string) (Alias, bool) {
 	return a, ok
 }
 
-// ByImage returns every alias of one image id, sorted by Name.
+// ByImage returns every alias of one image id, with or without its
+// "sha256:" prefix, sorted by Name.
 func (s *Store) ByImage(id string) []Alias {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return s.ix.collect(s.ix.byImage[id])
+	return s.ix.collect(s.ix.byImage[IDKey(id)])
 }
 
 // ByMirror returns the aliases whose Mirror is mirrorRef, sorted by Name.
@@ -37,12 +40,13 @@ func (s *Store) Len() int {
 	return len(s.ix.byName)
 }
 
-// HasImage reports whether an alias points at image id. It takes the id as
-// bytes, as read from a runtime's undecoded answer, without copying it.
+// HasImage reports whether an alias points at image id, with or without its
+// "sha256:" prefix. It takes the id as bytes, as read from a runtime's
+// undecoded answer, without copying it.
 func (s *Store) HasImage(id []byte) bool {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	_, ok := s.ix.byImage[string(id)]
+	_, ok := s.ix.byImage[string(bytes.TrimPrefix(id, []byte("sha256:")))]
 	return ok
 }
 
@@ -54,13 +58,14 @@ func (s *Store) Images() (n int, generation uint64) {
 	return len(s.ix.byImage), s.ix.gen
 }
 
-// ImageIDs returns the image ids the aliases point at, in no order.
+// ImageIDs returns the image ids the aliases point at, in no order, each
+// once and in the form it was recorded (compare them through IDKey).
 func (s *Store) ImageIDs() []string {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	ids := make([]string, 0, len(s.ix.byImage))
-	for id := range s.ix.byImage {
-		ids = append(ids, id)
+	for _, names := range s.ix.byImage {
+		ids = append(ids, s.ix.byName[names[0]].ImageID)
 	}
 	return ids
 }

@@ -468,3 +468,26 @@ func TestRestoreKeepsExisting(t *testing.T) {
 	defer s2.Close()
 	equalNames(t, "List after reopen", s2.List(), "a:1", "b:1", "c:1")
 }
+
+// containerd reports ids as "sha256:<hex>", CRI-O as the bare hex; either
+// form finds the aliases recorded with the other.
+func TestImageIDWithOrWithoutPrefix(t *testing.T) {
+	hex := strings.Repeat("ab", 32)
+	s, _ := openTemp(t)
+	mustPut(t, s,
+		alias("reg/a:1", hex, "m/reg/a:1"),
+		alias("reg/b:1", "sha256:"+hex, "m/reg/b:1"),
+	)
+	for _, id := range []string{hex, "sha256:" + hex} {
+		equalNames(t, "ByImage("+id+")", s.ByImage(id), "reg/a:1", "reg/b:1")
+	}
+	if ids := s.ImageIDs(); len(ids) != 1 || IDKey(ids[0]) != hex {
+		t.Errorf("ImageIDs = %q, want the one image once", ids)
+	}
+	got, err := s.DeleteImage(hex)
+	if err != nil {
+		t.Fatal(err)
+	}
+	equalNames(t, "DeleteImage(bare hex)", got, "reg/a:1", "reg/b:1")
+	equalNames(t, "List after DeleteImage", s.List())
+}

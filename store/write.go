@@ -61,8 +61,8 @@ func (s *Store) Delete(names ...string) error {
 	return s.deleteLocked(names)
 }
 
-// DeleteImage removes every alias of image id in one commit and returns
-// them, sorted by Name.
+// DeleteImage removes every alias of image id (with or without its
+// "sha256:" prefix) in one commit and returns them, sorted by Name.
 func (s *Store) DeleteImage(id string) ([]Alias, error) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
@@ -70,7 +70,7 @@ func (s *Store) DeleteImage(id string) ([]Alias, error) {
 		return nil, ErrClosed
 	}
 	// Reading ix without mu is safe: only the wmu holder changes it.
-	victims := s.ix.collect(s.ix.byImage[id])
+	victims := s.ix.collect(s.ix.byImage[IDKey(id)])
 	if len(victims) == 0 {
 		return nil, nil
 	}

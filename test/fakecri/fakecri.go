@@ -49,6 +49,10 @@ type Runtime struct {
 	// ListsByNames, when set before the calls, makes ListContainers name images as
 	// ContainerStatus does (containerd lists the image id kubelet created them with).
 	ListsByNames bool
+	// CRIO, when set before the pulls, makes the runtime answer as CRI-O does: image ids
+	// are bare hex, and PullImage's image_ref is a digest reference in the repository
+	// pulled ("mirror.test/library/app@sha256:…"), not the id.
+	CRIO bool
 
 	mu         sync.Mutex
 	registry   map[string]string            // pullable reference → content (decides id and digest)
@@ -147,7 +151,7 @@ func IDOf(content string) string {
 	return fmt.Sprintf("sha256:%x", sha256.Sum256([]byte("config "+content)))
 }
 
-// PullImage answers as containerd does: the image is named by the reference pulled, a name
+// PullImage answers as containerd does (or CRI-O, see CRIO): the image is named by the reference pulled, a name
 // moves to the image it now points at, and a repo digest is recorded for the repository.
 func (f *Runtime) PullImage(ctx context.Context, req *runtimeapi.PullImageRequest) (*runtimeapi.PullImageResponse, error) {
 	ref := req.GetImage().GetImage()
@@ -183,6 +187,9 @@ func (f *Runtime) PullImage(ctx context.Context, req *runtimeapi.PullImageReques
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	id := IDOf(content)
+	if f.CRIO {
+		id = strings.TrimPrefix(id, "sha256:")
+	}
 	img := f.images[id]
 	if img == nil {
 		img = &runtimeapi.Image{Id: id, Size: 1234}
@@ -196,7 +203,11 @@ func (f *Runtime) PullImage(ctx context.Context, req *runtimeapi.PullImageReques
 	if !strings.Contains(ref, "@") {
 		img.RepoTags = appendNew(img.RepoTags, ref)
 	}
-	img.RepoDigests = appendNew(img.RepoDigests, repo+"@"+DigestOf(content))
+	repoDigest := repo + "@" + DigestOf(content)
+	img.RepoDigests = appendNew(img.RepoDigests, repoDigest)
+	if f.CRIO {
+		return &runtimeapi.PullImageResponse{ImageRef: repoDigest}, nil
+	}
 	return &runtimeapi.PullImageResponse{ImageRef: id}, nil
 }
 

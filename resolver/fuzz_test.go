@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"go.podman.io/image/v5/docker/reference"
+	"go.podman.io/image/v5/pkg/shortnames"
 	"go.podman.io/image/v5/pkg/sysregistriesv2"
 	"go.podman.io/image/v5/types"
 )
@@ -55,6 +56,18 @@ func FuzzResolve(f *testing.F) {
 		named, err := reference.ParseDockerRef(image)
 		if err != nil {
 			return
+		}
+		if shortnames.IsShortName(image) {
+			// rulesConf's only unqualified-search registry completes it, as
+			// CRI-O's shortnames.Resolve does; this can differ from the
+			// docker normalisation ("0_0.0/0" is docker.io/0_0.0/0 here,
+			// while ParseDockerRef takes "0_0.0" for a host).
+			if named, err = reference.ParseDockerRef("docker.io/" + image); err != nil {
+				if err0 == nil {
+					t.Fatalf("Resolve(%q) succeeded, but docker.io/%s is no reference", image, image)
+				}
+				return
+			}
 		}
 		var ours string
 		if reg := rs.match(named.Name()); reg != nil {

@@ -17,6 +17,8 @@ type index struct {
 	byRepo   map[string][]string // repository of the name → names
 	// gen counts changes, so readers can tell a table they saw from a newer one.
 	gen uint64
+	// kept maps a name asked for by itself (KeepName) to its image id.
+	kept map[string]string
 }
 
 func newIndex() *index {
@@ -25,6 +27,7 @@ func newIndex() *index {
 		byImage:  make(map[string][]string),
 		byMirror: make(map[string][]string),
 		byRepo:   make(map[string][]string),
+		kept:     make(map[string]string),
 	}
 }
 

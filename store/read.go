@@ -1,6 +1,9 @@
 package store
 
-import "bytes"
+import (
+	"bytes"
+	"slices"
+)
 
 // Get returns the alias recorded under name.
 func (s *Store) Get(name string) (Alias, bool) {
@@ -58,14 +61,20 @@ func (s *Store) Images() (n int, generation uint64) {
 	return len(s.ix.byImage), s.ix.gen
 }
 
-// ImageIDs returns the image ids the aliases point at, in no order, each
-// once and in the form it was recorded (compare them through IDKey).
+// ImageIDs returns the image ids that aliases and kept names point at, in
+// no order, each once and in the form it was recorded (compare them through
+// IDKey).
 func (s *Store) ImageIDs() []string {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	ids := make([]string, 0, len(s.ix.byImage))
 	for _, names := range s.ix.byImage {
 		ids = append(ids, s.ix.byName[names[0]].ImageID)
+	}
+	for _, id := range s.ix.kept {
+		if _, ok := s.ix.byImage[IDKey(id)]; !ok && !slices.ContainsFunc(ids, func(i string) bool { return IDKey(i) == IDKey(id) }) {
+			ids = append(ids, id)
+		}
 	}
 	return ids
 }

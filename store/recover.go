@@ -48,8 +48,9 @@ func openFile(path string, lockTimeout time.Duration) (db *bolt.DB, ix *index, s
 		if err := checkSchema(tx); err != nil {
 			return err
 		}
+		// A file from before the kept bucket existed gets it added.
+		fresh = tx.Bucket(aliasesBucket) == nil || tx.Bucket(keptBucket) == nil
 		if tx.Bucket(aliasesBucket) == nil {
-			fresh = true
 			return nil
 		}
 		skipped, err = loadTx(tx, ix)

@@ -13,6 +13,7 @@ const schemaVersion = "1"
 
 var (
 	aliasesBucket = []byte("aliases")
+	keptBucket    = []byte("kept")
 	metaBucket    = []byte("meta")
 	schemaKey     = []byte("schema")
 )
@@ -138,7 +139,10 @@ func initSchema(tx *bolt.Tx) error {
 			return err
 		}
 	}
-	_, err = tx.CreateBucketIfNotExists(aliasesBucket)
+	if _, err = tx.CreateBucketIfNotExists(aliasesBucket); err != nil {
+		return err
+	}
+	_, err = tx.CreateBucketIfNotExists(keptBucket)
 	return err
 }
 
@@ -160,6 +164,17 @@ func loadTx(tx *bolt.Tx, ix *index) ([]skippedEntry, error) {
 		ix.put(a)
 		return nil
 	})
+	if err != nil {
+		return skipped, err
+	}
+	if b := tx.Bucket(keptBucket); b != nil {
+		err = b.ForEach(func(k, v []byte) error {
+			if len(k) > 0 && len(v) > 0 {
+				ix.kept[string(k)] = string(v)
+			}
+			return nil
+		})
+	}
 	return skipped, err
 }
 

@@ -491,3 +491,42 @@ func TestImageIDWithOrWithoutPrefix(t *testing.T) {
 	equalNames(t, "DeleteImage(bare hex)", got, "reg/a:1", "reg/b:1")
 	equalNames(t, "List after DeleteImage", s.List())
 }
+
+func TestKeepName(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "aliases.db")
+	seed(t, path, "1", nil) // a file from before kept names existed
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustPut(t, s, alias("o/a:1", "sha256:1", "m/o/a:1"))
+	if err := s.KeepName("m/o/a:1", "sha256:1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.KeepName("m/o/b:1", "sha256:2"); err != nil {
+		t.Fatal(err)
+	}
+	if !s.Kept("m/o/a:1", "sha256:1") || s.Kept("m/o/a:1", "sha256:2") || s.Kept("o/a:1", "sha256:1") {
+		t.Error("Kept answers wrong")
+	}
+	ids := s.ImageIDs()
+	slices.Sort(ids)
+	if !slices.Equal(ids, []string{"sha256:1", "sha256:2"}) {
+		t.Errorf("ImageIDs = %q, want the kept name's image too", ids)
+	}
+	s.Close()
+	if s, err = Open(path); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if !s.Kept("m/o/a:1", "sha256:1") || !s.Kept("m/o/b:1", "sha256:2") {
+		t.Error("kept names lost on reopen")
+	}
+	// Removing the image forgets its kept names with its aliases.
+	if _, err := s.DeleteImage("sha256:2"); err != nil {
+		t.Fatal(err)
+	}
+	if s.Kept("m/o/b:1", "sha256:2") || !s.Kept("m/o/a:1", "sha256:1") {
+		t.Error("DeleteImage did not forget exactly the kept names of its image")
+	}
+}

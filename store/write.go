@@ -71,6 +71,9 @@ func (s *Store) DeleteImage(id string) ([]Alias, error) {
 	}
 	// Reading ix without mu is safe: only the wmu holder changes it.
 	victims := s.ix.collect(s.ix.byImage[IDKey(id)])
+	if err := s.unkeepImageLocked(id); err != nil {
+		return nil, err
+	}
 	if len(victims) == 0 {
 		return nil, nil
 	}

@@ -113,3 +113,47 @@ func TestListImagesPrunesStaleAliases(t *testing.T) {
 		t.Errorf("after the listing: %d aliases, gcr.io/x/a:1 present = %v; want only gcr.io/x/b:1", h.store.Len(), ok)
 	}
 }
+
+// TestMirrorNamePulledByItself (issue 15 item 8): a mirror reference pulled
+// by its own name stays visible beside the original that was pulled through
+// it, in either order, in ImageStatus and ListImages, after a restart too.
+func TestMirrorNamePulledByItself(t *testing.T) {
+	const original, mirrored = "gcr.io/x/app:v1", "127.0.0.1:5000/mirror/gcr.io/x/app:v1"
+	for _, order := range [][]string{{original, mirrored}, {mirrored, original}} {
+		t.Run("first "+order[0], func(t *testing.T) {
+			h := newHarness(t)
+			h.rt.Publish(mirrored, "app")
+			var id string
+			for _, ref := range order {
+				id = h.mustPull(ref)
+			}
+			check := func(when string) {
+				t.Helper()
+				for _, ref := range order {
+					if img := h.status(ref); img.GetId() != id || !slices.Contains(img.GetRepoTags(), original) || !slices.Contains(img.GetRepoTags(), mirrored) {
+						t.Errorf("%s: ImageStatus(%s) tags = %q, want both %s and %s", when, ref, img.GetRepoTags(), original, mirrored)
+					}
+				}
+				var listed *runtimeapi.Image
+				for _, img := range h.list("") {
+					if img.GetId() == id {
+						listed = img
+					}
+				}
+				if !slices.Contains(listed.GetRepoTags(), original) || !slices.Contains(listed.GetRepoTags(), mirrored) {
+					t.Errorf("%s: ListImages tags = %q, want both", when, listed.GetRepoTags())
+				}
+			}
+			check("after the pulls")
+			h.restart()
+			check("after a restart")
+		})
+	}
+	// A mirror pull alone still hides the mirror's name.
+	h := newHarness(t)
+	h.rt.Publish(mirrored, "app")
+	h.mustPull(original)
+	if tags := h.status(original).GetRepoTags(); !slices.Equal(tags, []string{original}) {
+		t.Errorf("after a mirror pull only: tags = %q, want only %s", tags, original)
+	}
+}

@@ -81,8 +81,10 @@ func (m *memAliases) ImageIDs() []string {
 	}
 	return ids
 }
-func (m *memAliases) HasImage(id []byte) bool { return len(m.ByImage(string(id))) > 0 }
-func (m *memAliases) Images() (int, uint64)   { return len(m.ImageIDs()), m.gen }
+func (m *memAliases) HasImage(id []byte) bool       { return len(m.ByImage(string(id))) > 0 }
+func (m *memAliases) Images() (int, uint64)         { return len(m.ImageIDs()), m.gen }
+func (m *memAliases) KeepName(string, string) error { return nil }
+func (m *memAliases) Kept(string, string) bool      { return false }
 
 // randomListing makes a listing of up to n images out of a pool of ids, with
 // the names a runtime would show (mirror names among them), sometimes a

@@ -28,6 +28,8 @@ func imageServiceDesc() *grpc.ServiceDesc {
 			d.Methods[i].Handler = imageStatusHandler
 		case "ListImages":
 			d.Methods[i].Handler = listImagesHandler
+		case "PullImage":
+			d.Methods[i].Handler = pullImageHandler(d.Methods[i].Handler)
 		}
 	}
 	return &d

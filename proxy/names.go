@@ -111,7 +111,7 @@ func (s *Server) lookupDigest(ctx context.Context, repo, digest string) (store.A
 
 // translate rewrites the runtime's view of an image into the caller's: the
 // names the proxy created on mirrors are replaced by the names the caller
-// asked for. Images without aliases are left untouched (the common case, one
+// asked for (a mirror name that was itself asked for stays, see keepOwnName). Images without aliases are left untouched (the common case, one
 // map lookup).
 func (s *Server) translate(img *runtimeapi.Image) {
 	if img == nil {
@@ -133,7 +133,8 @@ func (s *Server) translate(img *runtimeapi.Image) {
 
 	var tags, digests []string
 	for _, t := range img.RepoTags {
-		if !mirrorTags[t] {
+		// A mirror name stays when a client asked for it by itself.
+		if !mirrorTags[t] || s.aliases.Kept(t, img.GetId()) {
 			tags = appendNew(tags, t)
 		}
 	}

@@ -33,8 +33,12 @@ type AliasStore interface {
 	DeleteImage(id string) ([]store.Alias, error)
 	// Restore adds the aliases whose names are not recorded yet.
 	Restore(as []store.Alias) (int, error)
-	// ImageIDs lists the image ids aliases point at.
+	// ImageIDs lists the image ids aliases and kept names point at.
 	ImageIDs() []string
+	// KeepName records a mirror name that was asked for by itself, which
+	// translation then shows; Kept reports one.
+	KeepName(name, id string) error
+	Kept(name, id string) bool
 	// HasImage reports whether an alias points at image id.
 	HasImage(id []byte) bool
 	// Images counts the image ids aliases point at, with the table's

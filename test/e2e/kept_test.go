@@ -5,6 +5,8 @@ package e2e
 import (
 	"slices"
 	"testing"
+
+	"github.com/cri-mirror-proxy/cri-mirror-proxy/test/testenv"
 )
 
 // TestMirrorNamePulledByItself (issue 15 item 8): the original is pulled through a mirror, then
@@ -27,7 +29,7 @@ func TestMirrorNamePulledByItself(t *testing.T) {
 			}
 		}
 		table := p.mustCrictl("images")
-		if !hasImageRow(table, repoOf(original), "v1") || !hasImageRow(table, repoOf(mirrored), "v1") {
+		if !hasImageRow(table, testenv.MustRepository(original), "v1") || !hasImageRow(table, testenv.MustRepository(mirrored), "v1") {
 			t.Errorf("%s: crictl images does not show both names:\n%s", when, table)
 		}
 	}

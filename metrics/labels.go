@@ -96,3 +96,29 @@ var (
 	ProbeModes   = []string{ProbeBefore, ProbeAlongside}
 	ProbeResults = []string{ProbePresent, ProbeMissing, ProbeUnreachable, ProbeSlow, ProbeInconclusive}
 )
+
+// Where the digest substitution found the index bytes
+// (cri_mirror_digest_substitutions_total index_from).
+const (
+	IndexFromMirror    = "mirror"    // a mirror's manifest endpoint for the digest
+	IndexFromSource    = "source"    // the source registry
+	IndexFromDir       = "index_dir" // the operator's index directory
+	IndexFromCompanion = "companion" // the companion artifact on a mirror
+	IndexFromNone      = "none"      // nowhere
+)
+
+// Results of cri_mirror_digest_substitutions_total.
+const (
+	SubstitutionSuccess    = "success"     // the platform's manifest was pulled
+	SubstitutionNoIndex    = "no_index"    // no bytes with the digest were found
+	SubstitutionNotIndex   = "not_index"   // the digest names one image's manifest, not an index
+	SubstitutionNoPlatform = "no_platform" // the index has no manifest for the platform
+	SubstitutionFailed     = "failed"      // no candidate served the platform's manifest
+)
+
+// IndexFromValues and SubstitutionResults list the label values of
+// cri_mirror_digest_substitutions_total.
+var (
+	IndexFromValues     = []string{IndexFromMirror, IndexFromSource, IndexFromDir, IndexFromCompanion, IndexFromNone}
+	SubstitutionResults = []string{SubstitutionSuccess, SubstitutionNoIndex, SubstitutionNotIndex, SubstitutionNoPlatform, SubstitutionFailed}
+)

@@ -26,6 +26,7 @@ const (
 	nameStoreRecoveries     = "cri_mirror_alias_store_recoveries_total"
 	nameStorePersistent     = "cri_mirror_alias_store_persistent"
 	nameAliasesRebuilt      = "cri_mirror_aliases_rebuilt_total"
+	nameDigestSubstitutions = "cri_mirror_digest_substitutions_total"
 )
 
 // grpcNames are the families grpcprom.ServerMetrics exports with the
@@ -70,6 +71,10 @@ type Metrics struct {
 	// Probes counts manifest probes of mirrors that gave a verdict. Labels
 	// mirror, mode (ProbeModes), result (ProbeResults).
 	Probes *prometheus.CounterVec
+	// DigestSubstitutions counts pulls by an index digest that no candidate
+	// had, served (or not) from the platform's child of the index. Labels
+	// registry, index_from (IndexFromValues), result (SubstitutionResults).
+	DigestSubstitutions *prometheus.CounterVec
 	// MirrorHealthy is 1 while a mirror is usable, 0 during its cool-down
 	// after failures. Label mirror.
 	MirrorHealthy *prometheus.GaugeVec
@@ -131,6 +136,10 @@ func New() *Metrics {
 			Name: nameProbes,
 			Help: "Manifest probes of mirrors that gave a verdict, by mode (before or alongside the runtime pull) and result: present, missing, unreachable (no connection), slow (connected, no answer in time) or inconclusive.",
 		}, []string{"mirror", "mode", "result"}),
+		DigestSubstitutions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: nameDigestSubstitutions,
+			Help: "Pulls by the digest of a multi-arch index that no candidate had, by where the index bytes (checked against the digest) came from: mirror, source, index_dir, companion or none; and by result: success (the platform's manifest was pulled), no_index, not_index (the digest names a single image), no_platform (the index has no manifest for the platform) or failed (no candidate served the platform's manifest).",
+		}, []string{"registry", "index_from", "result"}),
 		MirrorHealthy: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: nameMirrorHealthy,
 			Help: "1 while a mirror is tried in order, 0 while it is demoted or skipped after recent failures.",
@@ -176,7 +185,7 @@ func New() *Metrics {
 func (m *Metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{
 		m.AttemptDuration, m.Attempts, m.AttemptFailures, m.Fallbacks, m.SourcePulls, m.Pulls,
-		m.Probes, m.MirrorHealthy, m.Aliases, m.StoreRecoveries, m.StorePersistent, m.AliasesRebuilt,
+		m.Probes, m.DigestSubstitutions, m.MirrorHealthy, m.Aliases, m.StoreRecoveries, m.StorePersistent, m.AliasesRebuilt,
 		m.ConfigReloads, m.RuntimeUp, m.GRPC,
 	}
 }
@@ -223,7 +232,7 @@ func Names() []string {
 		namePullAttemptDuration, namePullAttempts, nameAttemptFailures, namePullFallbacks,
 		nameSourcePulls, namePulls, nameMirrorHealthy, nameAliases,
 		nameConfigReloads, nameRuntimeUp, nameProbes, nameStoreRecoveries, nameStorePersistent,
-		nameAliasesRebuilt,
+		nameAliasesRebuilt, nameDigestSubstitutions,
 	}
 	names = append(names, grpcNames...)
 	slices.Sort(names)

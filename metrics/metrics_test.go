@@ -148,6 +148,7 @@ func TestNamesMatchGather(t *testing.T) {
 	m.Pulls.WithLabelValues("r", ResultSuccess).Inc()
 	m.MirrorHealthy.WithLabelValues("m").Set(1)
 	m.Probes.WithLabelValues("m", "before", "present").Inc()
+	m.DigestSubstitutions.WithLabelValues("r", IndexFromMirror, SubstitutionSuccess).Inc()
 	m.Aliases.Set(1)
 	m.ConfigReloads.WithLabelValues(ReloadSuccess).Inc()
 	m.RuntimeUp.Set(1)

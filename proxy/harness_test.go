@@ -49,6 +49,13 @@ location = "mirror-a.test/quay"
 pull-from-mirror = "tag-only"
 
 [[registry]]
+prefix = "ncs.test"
+location = "ncs.test"
+blocked = true
+[[registry.mirror]]
+location = "mirror-x.test/ncs"
+
+[[registry]]
 prefix = "blocked.test"
 location = "blocked.test"
 blocked = true

@@ -64,12 +64,60 @@ func (s *Server) PullImage(ctx context.Context, req *runtimeapi.PullImageRequest
 
 // pull tries the candidates in order: the source straight at the runtime, a
 // mirror through its gate. It runs once per distinct pull, shared by every
-// caller waiting for it.
+// caller waiting for it. A pull by digest that found the digest on no
+// candidate goes on to the digest substitution (digest_substitute.go).
 func (s *Server) pull(ctx context.Context, req *runtimeapi.PullImageRequest, res *resolver.Resolution) (*runtimeapi.PullImageResponse, error) {
 	start := time.Now()
+	o := s.tryCandidates(ctx, req, res)
+	switch {
+	case o.resp != nil:
+		// Image is res.Original but for a short name resolved through
+		// [aliases] or unqualified-search-registries.
+		if err := s.remember(ctx, o.served.Image, o.served, o.resp); err != nil {
+			return nil, status.Errorf(codes.Internal, "pulled %s as %s but cannot record its original name: %v", o.served.Image, o.served.Ref, err)
+		}
+		s.logPull(res, o.served.Ref.String(), o.attempts, start, nil)
+		return o.resp, nil
+	case ctx.Err() != nil:
+		return nil, ctx.Err()
+	case o.stop != nil:
+		s.logPull(res, "", o.attempts, start, o.stop)
+		return nil, o.stop
+	}
+	err := allFailed(res, o.tried, o.last)
+	if o.missed {
+		if resp, served, serr := s.substitute(ctx, req, res); serr != errNoSubstitution {
+			if serr != nil {
+				err = status.Errorf(status.Code(err), "%s; %v", status.Convert(err).Message(), serr)
+			} else {
+				s.logPull(res, served, o.attempts, start, nil)
+				return resp, nil
+			}
+		}
+	}
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	s.logPull(res, "", o.attempts, start, err)
+	return nil, err
+}
+
+// outcome is how a run through the candidates ended.
+type outcome struct {
+	resp     *runtimeapi.PullImageResponse // the image, when a candidate served it
+	served   resolver.Candidate            // the candidate that served it
+	attempts int                           // candidates tried
+	stop     error                         // set when no other candidate can do better
+	tried    []string                      // why each candidate did not serve the pull
+	last     error                         // the runtime's last answer
+	missed   bool                          // a candidate answered it does not have the image
+}
+
+// tryCandidates asks for res's candidates in order until one serves the
+// pull, counting and logging each attempt.
+func (s *Server) tryCandidates(ctx context.Context, req *runtimeapi.PullImageRequest, res *resolver.Resolution) outcome {
 	registry := ruleLabel(res.Rule)
-	var tried []string // why each candidate did not serve the pull
-	var last error     // the runtime's last answer
+	var o outcome
 	for i, c := range res.Candidates {
 		if i > 0 {
 			s.metrics.Fallbacks.WithLabelValues(registry).Inc()
@@ -83,35 +131,30 @@ func (s *Server) pull(ctx context.Context, req *runtimeapi.PullImageRequest, res
 			a = s.gate.try(ctx, res, c, isLast, run)
 		}
 		s.report(res, c, i+1, a)
+		o.attempts = i + 1
 
 		switch {
 		case a.result == metrics.ResultSuccess:
 			if c.Source && i > 0 {
 				s.metrics.SourcePulls.WithLabelValues(registry).Inc()
 			}
-			// c.Image is res.Original but for a short name resolved
-			// through [aliases] or unqualified-search-registries.
-			if err := s.remember(ctx, c.Image, c, a.resp); err != nil {
-				return nil, status.Errorf(codes.Internal, "pulled %s as %s but cannot record its original name: %v", c.Image, c.Ref, err)
-			}
-			s.logPull(res, c.Ref.String(), i+1, start, nil)
-			return a.resp, nil
+			o.resp, o.served = a.resp, c
+			return o
 		case a.runtimeDown:
 			// The proxy lost the runtime, not the mirror: no candidate can do better.
-			err := status.Errorf(codes.Unavailable, "pull %s: container runtime unavailable: %s", res.Original, a.why)
-			s.logPull(res, "", i+1, start, err)
-			return nil, err
+			o.stop = status.Errorf(codes.Unavailable, "pull %s: container runtime unavailable: %s", res.Original, a.why)
+			return o
 		case ctx.Err() != nil:
-			return nil, ctx.Err()
+			o.stop = ctx.Err()
+			return o
 		}
 		if a.err != nil {
-			last = a.err
+			o.last = a.err
 		}
-		tried = append(tried, fmt.Sprintf("%s (%s): %s", c.Ref, describeCandidate(c), a.why))
+		o.missed = o.missed || a.result == metrics.ResultMissing
+		o.tried = append(o.tried, fmt.Sprintf("%s (%s): %s", c.Ref, describeCandidate(c), a.why))
 	}
-	err := allFailed(res, tried, last)
-	s.logPull(res, "", len(res.Candidates), start, err)
-	return nil, err
+	return o
 }
 
 // allFailed is the error of a pull no candidate served: each candidate and

@@ -74,6 +74,10 @@ type Server struct {
 	probeDelay     time.Duration
 	cooldown       time.Duration
 	gate           *mirrorGate
+
+	indexes  IndexReader // nil: no digest substitution
+	indexDir string
+	platform Platform
 }
 
 // New returns a Server forwarding to the runtime behind conn.

@@ -118,7 +118,15 @@ func resolve(c serveConfig, stdout, stderr io.Writer) error {
 	for _, cand := range res.Candidates {
 		fmt.Fprintln(stdout, cand.String())
 	}
-	for _, note := range res.Notes {
+	notes := res.Notes
+	if c.substitute {
+		platform, err := proxy.ParsePlatform(c.platform)
+		if err != nil {
+			return &exitError{code: 2, err: fmt.Errorf("--platform: %w", err)}
+		}
+		notes = append(notes, proxy.DescribeSubstitution(res, c.indexDir, platform)...)
+	}
+	for _, note := range notes {
 		fmt.Fprintln(stderr, "note: "+note)
 	}
 	return nil
@@ -145,6 +153,9 @@ func checkConfig(c serveConfig, stdout io.Writer) error {
 	}
 	if err := checkEndpoints(c); err != nil {
 		return err
+	}
+	if _, err := proxy.ParsePlatform(c.platform); err != nil {
+		return &exitError{code: 1, err: fmt.Errorf("--platform: %w", err)}
 	}
 	r, err := c.rules.load()
 	if err != nil {

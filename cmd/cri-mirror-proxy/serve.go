@@ -42,6 +42,10 @@ type serveConfig struct {
 	probeTimeout    time.Duration
 	probeOverlap    time.Duration
 	cooldown        time.Duration
+	substitute      bool
+	indexDir        string
+	indexTimeout    time.Duration
+	platform        string
 	shutdownTimeout time.Duration
 	logLevel        string
 	logFormat       string
@@ -83,6 +87,10 @@ func parseServe(name string, args []string, stdout, stderr io.Writer) (serveConf
 	f.Duration(&c.probeTimeout, "probe-timeout", 2*time.Second, "bound on one manifest probe")
 	f.Duration(&c.probeOverlap, "probe-overlap", proxy.DefaultProbeOverlap, "a mirror whose last answer within this long was a hit is pulled from at once, and probed alongside a pull that takes over 250ms; a missing or unreachable verdict stops that pull (0: always probe first)")
 	f.Duration(&c.cooldown, "mirror-cooldown", proxy.DefaultCooldown, "how long a failed mirror is held back before it is tried again (0: never held back)")
+	f.Bool(&c.substitute, "digest-substitution", true, "serve a pull by the digest of a multi-arch index that no candidate has from the node's manifest of that index, once the index bytes are found and match the digest")
+	f.String(&c.indexDir, "index-dir", "", "directory of saved index bytes for the digest substitution, one file per index named sha256-<hex of its digest> (empty: none)")
+	f.Duration(&c.indexTimeout, "index-timeout", 10*time.Second, "bound on one registry request of the digest substitution")
+	f.String(&c.platform, "platform", "", "os/arch[/variant] the digest substitution picks from an index (empty: the node's, as the runtime picks it)")
 	f.Duration(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long a stop waits for in-flight calls")
 	f.String(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.String(&c.logFormat, "log-format", "text", "log format: text or json")
@@ -213,6 +221,15 @@ func serve(ctx context.Context, c serveConfig) error {
 	}
 	if c.probe {
 		opts = append(opts, proxy.WithManifestProbe(c.probeTimeout, c.authFile, "cri-mirror-proxy/"+version))
+	}
+	if c.substitute {
+		platform, err := proxy.ParsePlatform(c.platform)
+		if err != nil {
+			return &exitError{code: 2, err: fmt.Errorf("--platform: %w", err)}
+		}
+		opts = append(opts,
+			proxy.WithIndexReader(proxy.NewRegistryIndexes(c.indexTimeout, c.authFile, "cri-mirror-proxy/"+version)),
+			proxy.WithIndexDir(c.indexDir), proxy.WithPlatform(platform))
 	}
 	srv := proxy.New(conn, rules, aliases, opts...)
 	gs := srv.NewGRPCServer()

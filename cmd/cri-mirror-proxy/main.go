@@ -24,6 +24,8 @@ Usage:
   cri-mirror-proxy resolve [flags] IMAGE   print the ordered pull candidates for IMAGE and why
   cri-mirror-proxy check-config [flags]    validate the settings and mirror rules and print them
   cri-mirror-proxy import [flags] FILE...  convert OpenShift mirror sets into a registries.conf drop-in
+  cri-mirror-proxy publish-index [flags] SOURCE_IMAGE MIRROR_REPOSITORY
+                                           copy a multi-arch image's index into a companion artifact on a mirror
   cri-mirror-proxy version                 print the version
 
 Run "cri-mirror-proxy COMMAND --help" for the flags of a command. Flags may
@@ -95,6 +97,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		return runImport(cfg, stdout)
+	case "publish-index":
+		cfg, err := parsePublish(rest, stderr)
+		if err != nil {
+			return err
+		}
+		return publishIndex(ctx, cfg, stdout)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "cri-mirror-proxy %s\n", version)
 		return nil

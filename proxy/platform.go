@@ -3,6 +3,7 @@ package proxy
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"strings"
 
@@ -37,11 +38,11 @@ func ParsePlatform(s string) (Platform, error) {
 	return Platform{OS: p.OS, Architecture: p.Architecture, Variant: p.Variant}, nil
 }
 
-// String renders the platform as os/arch[/variant]; the node's own platform
-// when nothing was set.
+// String renders the platform as os/arch[/variant]; for the node's own
+// platform GOOS/GOARCH (a detected variant is not shown).
 func (p Platform) String() string {
 	if p == (Platform{}) {
-		return "node default"
+		return runtime.GOOS + "/" + runtime.GOARCH
 	}
 	s := p.OS + "/" + p.Architecture
 	if p.Variant != "" {

@@ -133,7 +133,7 @@ func TestChooseChildNotIndex(t *testing.T) {
 
 func TestParsePlatform(t *testing.T) {
 	for in, want := range map[string]string{
-		"":                "node default",
+		"":                runtime.GOOS + "/" + runtime.GOARCH,
 		"linux/amd64":     "linux/amd64",
 		"linux/arm64/v8":  "linux/arm64/v8",
 		"linux":           "error",

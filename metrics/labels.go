@@ -117,7 +117,8 @@ const (
 )
 
 // IndexFromValues and SubstitutionResults list the label values of
-// cri_mirror_digest_substitutions_total.
+// cri_mirror_digest_substitutions_total. SubstitutionNoIndex goes with
+// IndexFromNone only, every other result with every other source.
 var (
 	IndexFromValues     = []string{IndexFromMirror, IndexFromSource, IndexFromDir, IndexFromCompanion, IndexFromNone}
 	SubstitutionResults = []string{SubstitutionSuccess, SubstitutionNoIndex, SubstitutionNotIndex, SubstitutionNoPlatform, SubstitutionFailed}

@@ -70,7 +70,7 @@ func (m *Metrics) SetRules(rules []Rule) {
 	for _, v := range []*prometheus.MetricVec{
 		m.AttemptDuration.MetricVec, m.Attempts.MetricVec, m.AttemptFailures.MetricVec,
 		m.Fallbacks.MetricVec, m.SourcePulls.MetricVec, m.Pulls.MetricVec,
-		m.Probes.MetricVec, m.MirrorHealthy.MetricVec,
+		m.Probes.MetricVec, m.MirrorHealthy.MetricVec, m.DigestSubstitutions.MetricVec,
 	} {
 		for _, l := range children(v) {
 			if !keep(l) {
@@ -84,6 +84,13 @@ func (m *Metrics) SetRules(rules []Rule) {
 		m.SourcePulls.WithLabelValues(reg)
 		for _, res := range PullResults {
 			m.Pulls.WithLabelValues(reg, res)
+		}
+		for _, from := range IndexFromValues {
+			for _, res := range SubstitutionResults {
+				if (from == IndexFromNone) == (res == SubstitutionNoIndex) {
+					m.DigestSubstitutions.WithLabelValues(reg, from, res)
+				}
+			}
 		}
 	}
 	for p := range pairs {

@@ -179,3 +179,33 @@ func TestSetRulesNoRules(t *testing.T) {
 		t.Errorf("the no-rule registry lacks its series:\n%s", strings.Join(got, "\n"))
 	}
 }
+
+// TestSetRulesDigestSubstitutions: each rule has its substitution series at
+// zero, "no_index" only with "none" and the other results only with a place
+// the index came from; a removed rule's series go away.
+func TestSetRulesDigestSubstitutions(t *testing.T) {
+	m := New()
+	m.SetRules([]Rule{{Registry: "docker.io", Mirrors: []string{"mirror.local/hub"}, Source: true}})
+	got := series(t, m, nameDigestSubstitutions)
+	for _, reg := range []string{"docker.io", RegistryNone} {
+		if want := "cri_mirror_digest_substitutions_total{index_from=none,registry=" + reg + ",result=no_index} 0"; !has(got, want) {
+			t.Errorf("missing %s", want)
+		}
+		for _, from := range []string{IndexFromMirror, IndexFromSource, IndexFromDir, IndexFromCompanion} {
+			for _, res := range []string{SubstitutionSuccess, SubstitutionNotIndex, SubstitutionNoPlatform, SubstitutionFailed} {
+				if want := "cri_mirror_digest_substitutions_total{index_from=" + from + ",registry=" + reg + ",result=" + res + "} 0"; !has(got, want) {
+					t.Errorf("missing %s", want)
+				}
+			}
+		}
+	}
+	if n := len(got); n != 2*17 {
+		t.Errorf("%d series, want %d:\n%s", n, 2*17, strings.Join(got, "\n"))
+	}
+	m.SetRules(nil)
+	for _, s := range series(t, m, nameDigestSubstitutions) {
+		if strings.Contains(s, "registry=docker.io") {
+			t.Errorf("series of a removed rule kept: %s", s)
+		}
+	}
+}

@@ -24,26 +24,14 @@ import (
 // verifies C's content; the index, proven by its digest, proves that C
 // belongs to D. Bytes whose digest is not D are never used.
 
-// IndexReader reads manifests from registries for the digest substitution.
-type IndexReader interface {
+// indexReader reads manifests from registries for the digest substitution.
+type indexReader interface {
 	// Manifest returns the manifest c.Ref names, as the registry serves it.
 	Manifest(ctx context.Context, res *resolver.Resolution, c resolver.Candidate) ([]byte, error)
 	// Companion returns the single layer of the artifact tagged tag in the
 	// repository of c.Ref.
 	Companion(ctx context.Context, res *resolver.Resolution, c resolver.Candidate, tag string) ([]byte, error)
 }
-
-// WithIndexReader turns the digest substitution on, reading index bytes
-// from registries with r.
-func WithIndexReader(r IndexReader) Option { return func(s *Server) { s.indexes = r } }
-
-// WithIndexDir adds a directory of index bytes, saved by the operator, to the
-// places the digest substitution looks (see IndexFileName).
-func WithIndexDir(dir string) Option { return func(s *Server) { s.indexDir = dir } }
-
-// WithPlatform sets the platform the digest substitution picks from an
-// index. Default: the node's, as the runtime picks it.
-func WithPlatform(p Platform) Option { return func(s *Server) { s.platform = p } }
 
 // IndexFileName is the name of the file holding the index with digest d in
 // an index directory, and without its suffix the companion artifact's tag:

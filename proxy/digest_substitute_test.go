@@ -15,7 +15,7 @@ import (
 	"github.com/cri-mirror-proxy/cri-mirror-proxy/resolver"
 )
 
-// fakeIndexes is an IndexReader double: manifests by reference, companion
+// fakeIndexes is an indexReader double: manifests by reference, companion
 // layers by repository:tag. It records what was asked.
 type fakeIndexes struct {
 	manifests  map[string][]byte
@@ -78,7 +78,7 @@ func TestDigestSubstitution(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			idx := &fakeIndexes{manifests: tc.manifests, companions: tc.companions}
 			dir := t.TempDir()
-			h := newHarness(t, WithIndexReader(idx), WithIndexDir(dir), WithPlatform(Platform{OS: "linux", Architecture: "amd64"}))
+			h := newHarness(t, withIndexReader(idx), WithIndexDir(dir), WithPlatform(Platform{OS: "linux", Architecture: "amd64"}))
 			d := D
 			if tc.digest != "" {
 				d = tc.digest
@@ -159,7 +159,7 @@ func TestDigestSubstitutionNeverContactSource(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, IndexFileName(D)), index, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	h := newHarness(t, WithIndexReader(idx), WithIndexDir(dir), WithPlatform(Platform{OS: "linux", Architecture: "amd64"}))
+	h := newHarness(t, withIndexReader(idx), WithIndexDir(dir), WithPlatform(Platform{OS: "linux", Architecture: "amd64"}))
 	h.rt.publish("mirror-x.test/ncs/app@"+amd64.String(), "amd64 image")
 	h.mustPull("ncs.test/app@" + D.String())
 	for _, ref := range append(h.rt.pulledRefs(), idx.asked...) {
@@ -173,7 +173,7 @@ func TestDigestSubstitutionNeverContactSource(t *testing.T) {
 // before, without looking for an index.
 func TestNoSubstitutionByTag(t *testing.T) {
 	idx := &fakeIndexes{}
-	h := newHarness(t, WithIndexReader(idx))
+	h := newHarness(t, withIndexReader(idx))
 	if _, err := h.pull("gcr.io/x/app:v1", nil); err == nil {
 		t.Fatal("pull of a missing tag succeeded")
 	}

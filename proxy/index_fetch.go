@@ -21,26 +21,26 @@ import (
 // limit containers/image and distribution apply.
 const maxIndexSize = 4 << 20
 
-// RegistryIndexes reads manifests and companion artifacts through the
+// registryIndexes reads manifests and companion artifacts through the
 // containers/image docker transport, so every request honours the rule's
 // `insecure`, certs.d and the auth file for the host it goes to, as the
 // manifest probe does. The caller's credentials (kubelet's) are never used:
 // containers/image may ask the rule's mirrors on its way to the source, and
 // those must not see them.
-type RegistryIndexes struct {
+type registryIndexes struct {
 	timeout  time.Duration
 	authFile string
 	agent    string
 }
 
-// NewRegistryIndexes returns a reader bounded by timeout per request.
+// newRegistryIndexes returns a reader bounded by timeout per request.
 // authFile is the proxy's own (empty: the containers/image default).
-func NewRegistryIndexes(timeout time.Duration, authFile, userAgent string) *RegistryIndexes {
-	return &RegistryIndexes{timeout: timeout, authFile: authFile, agent: userAgent}
+func newRegistryIndexes(timeout time.Duration, authFile, userAgent string) *registryIndexes {
+	return &registryIndexes{timeout: timeout, authFile: authFile, agent: userAgent}
 }
 
-// Manifest implements IndexReader: the manifest c.Ref names, as served.
-func (r *RegistryIndexes) Manifest(ctx context.Context, res *resolver.Resolution, c resolver.Candidate) ([]byte, error) {
+// Manifest implements indexReader: the manifest c.Ref names, as served.
+func (r *registryIndexes) Manifest(ctx context.Context, res *resolver.Resolution, c resolver.Candidate) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
 	src, err := r.open(ctx, res, c, c.Ref)
@@ -52,9 +52,9 @@ func (r *RegistryIndexes) Manifest(ctx context.Context, res *resolver.Resolution
 	return b, err
 }
 
-// Companion implements IndexReader: the single layer of the artifact tagged
+// Companion implements indexReader: the single layer of the artifact tagged
 // tag in c's repository.
-func (r *RegistryIndexes) Companion(ctx context.Context, res *resolver.Resolution, c resolver.Candidate, tag string) ([]byte, error) {
+func (r *registryIndexes) Companion(ctx context.Context, res *resolver.Resolution, c resolver.Candidate, tag string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
 	ref, err := reference.WithTag(reference.TrimNamed(c.Ref), tag)
@@ -90,7 +90,7 @@ func (r *RegistryIndexes) Companion(ctx context.Context, res *resolver.Resolutio
 }
 
 // open starts an image source for ref, contacted as candidate c.
-func (r *RegistryIndexes) open(ctx context.Context, res *resolver.Resolution, c resolver.Candidate, ref reference.Named) (types.ImageSource, error) {
+func (r *registryIndexes) open(ctx context.Context, res *resolver.Resolution, c resolver.Candidate, ref reference.Named) (types.ImageSource, error) {
 	dref, err := docker.NewReference(ref)
 	if err != nil {
 		return nil, err

@@ -51,3 +51,23 @@ func WithStallTimeout(d time.Duration) Option { return func(s *Server) { s.stall
 func WithManifestProbe(timeout time.Duration, authFile, userAgent string) Option {
 	return withProber(newManifestProbe(timeout, authFile, userAgent))
 }
+
+// WithDigestSubstitution turns the digest substitution on: index bytes are
+// read from registries through the containers/image docker transport, each
+// request bounded by timeout, with the credentials of authFile (empty: the
+// containers/image default) for the host asked.
+func WithDigestSubstitution(timeout time.Duration, authFile, userAgent string) Option {
+	return withIndexReader(newRegistryIndexes(timeout, authFile, userAgent))
+}
+
+// withIndexReader turns the digest substitution on, reading index bytes
+// from registries with r.
+func withIndexReader(r indexReader) Option { return func(s *Server) { s.indexes = r } }
+
+// WithIndexDir adds a directory of index bytes, saved by the operator, to the
+// places the digest substitution looks (see IndexFileName).
+func WithIndexDir(dir string) Option { return func(s *Server) { s.indexDir = dir } }
+
+// WithPlatform sets the platform the digest substitution picks from an
+// index. Default: the node's, as the runtime picks it.
+func WithPlatform(p Platform) Option { return func(s *Server) { s.platform = p } }

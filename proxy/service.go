@@ -75,7 +75,7 @@ type Server struct {
 	cooldown       time.Duration
 	gate           *mirrorGate
 
-	indexes  IndexReader // nil: no digest substitution
+	indexes  indexReader // nil: no digest substitution
 	indexDir string
 	platform Platform
 }

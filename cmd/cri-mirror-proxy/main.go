@@ -98,7 +98,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		return runImport(cfg, stdout)
 	case "publish-index":
-		cfg, err := parsePublish(rest, stderr)
+		cfg, err := parsePublish(rest, stdout, stderr)
 		if err != nil {
 			return err
 		}

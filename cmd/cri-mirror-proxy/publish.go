@@ -44,19 +44,17 @@ type publishConfig struct {
 	insecure       bool
 }
 
-func parsePublish(args []string, stderr io.Writer) (publishConfig, error) {
+func parsePublish(args []string, stdout, stderr io.Writer) (publishConfig, error) {
 	var c publishConfig
-	f := newFlags("publish-index", "publish-index [flags] SOURCE_IMAGE MIRROR_REPOSITORY", stderr)
-	f.fs.Usage = func() {
-		fmt.Fprint(stderr, publishHelp)
-		f.fs.PrintDefaults()
-	}
+	f := newFlags("publish-index", "publish-index [flags] SOURCE_IMAGE MIRROR_REPOSITORY", stdout, stderr)
+	f.intro = publishHelp
+	f.argName = "arguments (SOURCE_IMAGE MIRROR_REPOSITORY)"
 	f.String(&c.authFile, "auth-file", "", "auth.json with credentials for the source and mirror hosts (default: the containers/image search order)")
 	f.Bool(&c.insecure, "insecure", false, "allow plain HTTP and unverified TLS to both registries")
-	if err := f.parse(args, 2); err != nil {
+	if err := f.parse(args, 2, 2); err != nil {
 		return c, err
 	}
-	c.source, c.mirror = f.fs.Arg(0), f.fs.Arg(1)
+	c.source, c.mirror = f.args[0], f.args[1]
 	return c, nil
 }
 

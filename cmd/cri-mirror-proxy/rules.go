@@ -101,10 +101,18 @@ func resolve(c serveConfig, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	notes := append([]string{}, res.Notes...)
+	if c.substitute {
+		platform, err := proxy.ParsePlatform(c.platform)
+		if err != nil {
+			return &exitError{code: 2, err: fmt.Errorf("--platform: %w", err)}
+		}
+		notes = append(notes, proxy.DescribeSubstitution(res, c.indexDir, platform)...)
+	}
 	if c.output == "json" {
 		rep := resolveReport{
 			Image: res.Original.String(), Rule: res.Rule, NeverContactSource: res.NeverContactSource,
-			Candidates: []resolveCand{}, Notes: append([]string{}, res.Notes...),
+			Candidates: []resolveCand{}, Notes: notes,
 		}
 		for _, cand := range res.Candidates {
 			rc := resolveCand{Ref: cand.Ref.String(), Image: cand.Image.String(), Source: cand.Source, Location: cand.Location, Rule: cand.Rule, Insecure: cand.Insecure}
@@ -117,14 +125,6 @@ func resolve(c serveConfig, stdout, stderr io.Writer) error {
 	}
 	for _, cand := range res.Candidates {
 		fmt.Fprintln(stdout, cand.String())
-	}
-	notes := res.Notes
-	if c.substitute {
-		platform, err := proxy.ParsePlatform(c.platform)
-		if err != nil {
-			return &exitError{code: 2, err: fmt.Errorf("--platform: %w", err)}
-		}
-		notes = append(notes, proxy.DescribeSubstitution(res, c.indexDir, platform)...)
 	}
 	for _, note := range notes {
 		fmt.Fprintln(stderr, "note: "+note)

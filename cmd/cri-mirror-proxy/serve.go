@@ -97,7 +97,7 @@ func parseServe(name string, args []string, stdout, stderr io.Writer) (serveConf
 	switch name {
 	case "resolve":
 		f.fs.VisitAll(func(fl *flag.Flag) {
-			if !slices.Contains([]string{"config", "registries-conf", "registries-conf-dir", "o"}, fl.Name) {
+			if !slices.Contains([]string{"config", "registries-conf", "registries-conf-dir", "o", "digest-substitution", "index-dir", "platform"}, fl.Name) {
 				f.hide(fl.Name)
 			}
 		})
@@ -228,7 +228,7 @@ func serve(ctx context.Context, c serveConfig) error {
 			return &exitError{code: 2, err: fmt.Errorf("--platform: %w", err)}
 		}
 		opts = append(opts,
-			proxy.WithIndexReader(proxy.NewRegistryIndexes(c.indexTimeout, c.authFile, "cri-mirror-proxy/"+version)),
+			proxy.WithDigestSubstitution(c.indexTimeout, c.authFile, "cri-mirror-proxy/"+version),
 			proxy.WithIndexDir(c.indexDir), proxy.WithPlatform(platform))
 	}
 	srv := proxy.New(conn, rules, aliases, opts...)

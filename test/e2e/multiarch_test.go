@@ -9,7 +9,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -22,11 +21,13 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/cri-mirror-proxy/cri-mirror-proxy/test/testenv"
 )
 
-// multiArch is a multi-arch image as pushed: an OCI index listing a foreign platform, an
+// pinnedIndex is a multi-arch image as pushed: an OCI index listing a foreign platform, an
 // attestation (unknown/unknown) and, unless left out, the node's platform.
-type multiArch struct {
+type pinnedIndex struct {
 	index   v1.ImageIndex
 	digest  string // of the index: what a pod pins
 	bytes   []byte // the index exactly as pushed
@@ -37,23 +38,23 @@ type multiArch struct {
 }
 
 func foreignArch() string {
-	if runtime.GOARCH == "arm64" {
+	if testenv.Arch == "arm64" {
 		return "amd64"
 	}
 	return "arm64"
 }
 
-func newMultiArch(t *testing.T, withNative bool) multiArch {
+func newPinnedIndex(t *testing.T, withNative bool) pinnedIndex {
 	t.Helper()
-	var m multiArch
+	var m pinnedIndex
 	var err error
-	if m.native, err = platformImage(runtime.GOARCH, ""); err != nil {
+	if m.native, err = testenv.Random(1024, 1, testenv.Arch); err != nil {
 		t.Fatal(err)
 	}
-	if m.foreign, err = platformImage(foreignArch(), ""); err != nil {
+	if m.foreign, err = testenv.Random(1024, 1, foreignArch()); err != nil {
 		t.Fatal(err)
 	}
-	att, err := platformImage("unknown", "")
+	att, err := testenv.Random(1024, 1, "unknown")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +63,7 @@ func newMultiArch(t *testing.T, withNative bool) multiArch {
 		{Add: att, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "unknown", Architecture: "unknown"}}},
 	}
 	if withNative {
-		add = append(add, mutate.IndexAddendum{Add: m.native, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: runtime.GOARCH}}})
+		add = append(add, mutate.IndexAddendum{Add: m.native, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: testenv.Arch}}})
 	}
 	m.index = mutate.AppendManifests(mutate.IndexMediaType(empty.Index, types.OCIImageIndex), add...)
 	d, err := m.index.Digest()
@@ -97,7 +98,7 @@ func mustRef(t *testing.T, ref string) name.Reference {
 
 // pushChild pushes only the node's manifest of m (and its blobs) to repo, as a mirror that
 // copied one platform holds it.
-func (m multiArch) pushChild(t *testing.T, repo string) {
+func (m pinnedIndex) pushChild(t *testing.T, repo string) {
 	t.Helper()
 	if err := remote.Write(mustRef(t, repo+":native"), m.native); err != nil {
 		t.Fatalf("push the native manifest to %s: %v", repo, err)
@@ -106,7 +107,7 @@ func (m multiArch) pushChild(t *testing.T, repo string) {
 
 // pushSparse pushes the whole index to repo, then deletes the node's manifest: the registry is
 // left with the index bytes (digest unchanged) and the other platforms, a sparse index.
-func (m multiArch) pushSparse(t *testing.T, repo string) {
+func (m pinnedIndex) pushSparse(t *testing.T, repo string) {
 	t.Helper()
 	if err := remote.WriteIndex(mustRef(t, repo+":full"), m.index); err != nil {
 		t.Fatalf("push the index to %s: %v", repo, err)
@@ -189,10 +190,10 @@ insecure = true
 		}
 	}
 	substitutions := func(from, result string) float64 {
-		return p.metrics().sum("cri_mirror_digest_substitutions_total", map[string]string{"index_from": from, "result": result})
+		return p.metrics().Sum("cri_mirror_digest_substitutions_total", map[string]string{"index_from": from, "result": result})
 	}
 	// pulled checks a pull by digest served the native image under the original names.
-	pulled := func(t *testing.T, original string, m multiArch) {
+	pulled := func(t *testing.T, original string, m pinnedIndex) {
 		t.Helper()
 		id, err := p.pull(original)
 		if err != nil {
@@ -213,12 +214,12 @@ insecure = true
 				t.Errorf("ImageStatus(%s) shows the mirror's name %s", original, n)
 			}
 		}
-		if img := p.status(repoOf(original) + "@" + m.child); img == nil || img.GetId() != m.id {
+		if img := p.status(testenv.MustRepository(original) + "@" + m.child); img == nil || img.GetId() != m.id {
 			t.Errorf("ImageStatus(repo@child) = %v, want %s", img, m.id)
 		}
 	}
 	// notPulled checks that the runtime holds no image of m.
-	notPulled := func(t *testing.T, m multiArch) {
+	notPulled := func(t *testing.T, m pinnedIndex) {
 		t.Helper()
 		ctx, cancel := callCtx()
 		defer cancel()
@@ -231,7 +232,7 @@ insecure = true
 		}
 	}
 
-	a := newMultiArch(t, true)
+	a := newPinnedIndex(t, true)
 	originalA := closed + "/ma/a@" + a.digest
 	t.Run("sparse index on another mirror", func(t *testing.T) {
 		a.pushChild(t, M+"/ma1/a")
@@ -252,7 +253,7 @@ insecure = true
 	})
 
 	t.Run("index from the source", func(t *testing.T) {
-		b := newMultiArch(t, true)
+		b := newPinnedIndex(t, true)
 		b.pushChild(t, M+"/ma1src/b")
 		b.pushSparse(t, S+"/ma-src/b")
 		before := substitutions("source", "success")
@@ -263,7 +264,7 @@ insecure = true
 	})
 
 	t.Run("index directory", func(t *testing.T) {
-		c := newMultiArch(t, true)
+		c := newPinnedIndex(t, true)
 		c.pushChild(t, M+"/ma1/c")
 		saveIndex(c.digest, c.bytes)
 		pulled(t, closed+"/ma/c@"+c.digest, c)
@@ -274,11 +275,11 @@ insecure = true
 
 	// publishTo publishes the index of d (pushed whole to the source registry) into the
 	// companion of host/repo.
-	var publishTo func(t *testing.T, d multiArch, host, repo string)
-	publish := func(t *testing.T, d multiArch, repo string) {
+	var publishTo func(t *testing.T, d pinnedIndex, host, repo string)
+	publish := func(t *testing.T, d pinnedIndex, repo string) {
 		publishTo(t, d, M, repo)
 	}
-	publishTo = func(t *testing.T, d multiArch, host, repo string) {
+	publishTo = func(t *testing.T, d pinnedIndex, host, repo string) {
 		t.Helper()
 		src := S + "/pub/" + strings.ReplaceAll(repo, "/", "-")
 		if err := remote.WriteIndex(mustRef(t, src+":v1"), d.index); err != nil {
@@ -294,7 +295,7 @@ insecure = true
 	}
 
 	t.Run("companion artifact on another mirror", func(t *testing.T) {
-		d := newMultiArch(t, true)
+		d := newPinnedIndex(t, true)
 		d.pushChild(t, M+"/ma1/d")
 		publishTo(t, d, G, "ma3/d")
 		before := substitutions("companion", "success")
@@ -308,7 +309,7 @@ insecure = true
 	// /manifests/<index digest> of its repository too: beside the child, the runtime pulls by
 	// the index digest by itself.
 	t.Run("companion artifact beside the child", func(t *testing.T) {
-		d := newMultiArch(t, true)
+		d := newPinnedIndex(t, true)
 		d.pushChild(t, M+"/ma1/d2")
 		publish(t, d, "ma1/d2")
 		original := closed + "/ma/d2@" + d.digest
@@ -321,9 +322,9 @@ insecure = true
 	})
 
 	t.Run("stripped index with a new digest on the mirror", func(t *testing.T) {
-		e := newMultiArch(t, true)
+		e := newPinnedIndex(t, true)
 		stripped := mutate.AppendManifests(mutate.IndexMediaType(empty.Index, types.OCIImageIndex),
-			mutate.IndexAddendum{Add: e.native, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: runtime.GOARCH}}})
+			mutate.IndexAddendum{Add: e.native, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: testenv.Arch}}})
 		if err := remote.WriteIndex(mustRef(t, M+"/ma1/e:v1"), stripped); err != nil {
 			t.Fatal(err)
 		}
@@ -335,7 +336,7 @@ insecure = true
 	})
 
 	t.Run("bytes that do not hash to the digest", func(t *testing.T) {
-		f := newMultiArch(t, true)
+		f := newPinnedIndex(t, true)
 		f.pushChild(t, M+"/ma1/f")
 		saveIndex(f.digest, append(append([]byte{}, f.bytes...), '\n'))
 		before := substitutions("none", "no_index")
@@ -350,20 +351,20 @@ insecure = true
 	})
 
 	t.Run("index without the node's platform", func(t *testing.T) {
-		g := newMultiArch(t, false)
+		g := newPinnedIndex(t, false)
 		if err := remote.Write(mustRef(t, M+"/ma1/g:foreign"), g.foreign); err != nil {
 			t.Fatal(err)
 		}
 		saveIndex(g.digest, g.bytes)
 		_, err := p.pull(closed + "/ma/g@" + g.digest)
-		want := fmt.Sprintf("no manifest for platform linux/%s: the index lists linux/%s, unknown/unknown", runtime.GOARCH, foreignArch())
+		want := fmt.Sprintf("no manifest for platform linux/%s: the index lists linux/%s, unknown/unknown", testenv.Arch, foreignArch())
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Fatalf("PullImage of an index without the node's platform: %v, want an error with %q", err, want)
 		}
 	})
 
 	t.Run("never contact the source", func(t *testing.T) {
-		h := newMultiArch(t, true)
+		h := newPinnedIndex(t, true)
 		if err := remote.WriteIndex(mustRef(t, S+"/ma-ncs/h:v1"), h.index); err != nil {
 			t.Fatal(err)
 		}

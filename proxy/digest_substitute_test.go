@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/cri-mirror-proxy/cri-mirror-proxy/resolver"
+	"github.com/cri-mirror-proxy/cri-mirror-proxy/test/fakecri"
 )
 
 // fakeIndexes is an indexReader double: manifests by reference, companion
@@ -45,8 +46,8 @@ func TestDigestSubstitution(t *testing.T) {
 		repo   = "gcr.io/x/app"
 		mirror = "127.0.0.1:5000/mirror/gcr.io/x/app"
 	)
-	// The fake runtime names an image content's manifest digestOf(content).
-	amd64, arm64 := digest.Digest(digestOf("amd64 image")), dg("arm64 manifest")
+	// The fake runtime names an image content's manifest fakecri.DigestOf(content).
+	amd64, arm64 := digest.Digest(fakecri.DigestOf("amd64 image")), dg("arm64 manifest")
 	index := indexJSON(t, false, entry{"linux/arm64", arm64}, entry{"unknown/unknown", dg("att")}, entry{"linux/amd64", amd64})
 	armOnly := indexJSON(t, true, entry{"linux/arm64", arm64}, entry{"linux/s390x", dg("s390x")})
 	D := digest.FromBytes(index)
@@ -89,7 +90,7 @@ func TestDigestSubstitution(t *testing.T) {
 				}
 			}
 			// The mirror holds only the amd64 child; the source nothing.
-			h.rt.publish(mirror+"@"+amd64.String(), "amd64 image")
+			h.rt.Publish(mirror+"@"+amd64.String(), "amd64 image")
 			original := repo + "@" + d.String()
 
 			resp, err := h.pull(original, nil)
@@ -102,19 +103,19 @@ func TestDigestSubstitution(t *testing.T) {
 						t.Errorf("error lacks %q:\n%v", want, err)
 					}
 				}
-				if slices.Contains(h.rt.pulledRefs(), mirror+"@"+amd64.String()) {
-					t.Errorf("the child was pulled without a proven index: %q", h.rt.pulledRefs())
+				if slices.Contains(h.rt.PulledRefs(), mirror+"@"+amd64.String()) {
+					t.Errorf("the child was pulled without a proven index: %q", h.rt.PulledRefs())
 				}
 				return
 			}
 			if err != nil {
 				t.Fatalf("pull %s: %v", original, err)
 			}
-			if want := idOf("amd64 image"); resp.GetImageRef() != want {
+			if want := fakecri.IDOf("amd64 image"); resp.GetImageRef() != want {
 				t.Errorf("image %s, want %s", resp.GetImageRef(), want)
 			}
 			wantPulls := []string{mirror + "@" + d.String(), original, mirror + "@" + amd64.String()}
-			if got := h.rt.pulledRefs(); !slices.Equal(got, wantPulls) {
+			if got := h.rt.PulledRefs(); !slices.Equal(got, wantPulls) {
 				t.Errorf("runtime pulls %q, want %q", got, wantPulls)
 			}
 			if n := counterValue(t, h.registry, "cri_mirror_digest_substitutions_total",
@@ -151,7 +152,7 @@ func TestDigestSubstitution(t *testing.T) {
 // TestDigestSubstitutionNeverContactSource: under a rule that never
 // contacts the source, neither the runtime nor the index search asks it.
 func TestDigestSubstitutionNeverContactSource(t *testing.T) {
-	amd64 := digest.Digest(digestOf("amd64 image"))
+	amd64 := digest.Digest(fakecri.DigestOf("amd64 image"))
 	index := indexJSON(t, false, entry{"linux/amd64", amd64})
 	D := digest.FromBytes(index)
 	idx := &fakeIndexes{}
@@ -160,9 +161,9 @@ func TestDigestSubstitutionNeverContactSource(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := newHarness(t, withIndexReader(idx), WithIndexDir(dir), WithPlatform(Platform{OS: "linux", Architecture: "amd64"}))
-	h.rt.publish("mirror-x.test/ncs/app@"+amd64.String(), "amd64 image")
+	h.rt.Publish("mirror-x.test/ncs/app@"+amd64.String(), "amd64 image")
 	h.mustPull("ncs.test/app@" + D.String())
-	for _, ref := range append(h.rt.pulledRefs(), idx.asked...) {
+	for _, ref := range append(h.rt.PulledRefs(), idx.asked...) {
 		if strings.HasPrefix(ref, "ncs.test/") {
 			t.Errorf("the source was asked for %s", ref)
 		}

@@ -55,7 +55,7 @@ func TestDigestSubstitution(t *testing.T) {
 
 	for _, tc := range []struct {
 		name       string
-		manifests  map[string][]byte // IndexReader manifests by reference
+		manifests  map[string][]byte // indexReader manifests by reference
 		companions map[string][]byte
 		file       []byte // in the index directory under D's name
 		digest     digest.Digest

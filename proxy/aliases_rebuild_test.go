@@ -89,28 +89,41 @@ func TestRebuildAliases(t *testing.T) {
 // TestListImagesPrunesStaleAliases: images removed behind the proxy's back
 // lose their aliases on the next complete listing; the alias gauge follows.
 func TestListImagesPrunesStaleAliases(t *testing.T) {
-	h := newHarness(t)
-	h.rt.Publish("127.0.0.1:5000/mirror/gcr.io/x/a:1", "a")
-	h.rt.Publish("127.0.0.1:5000/mirror/gcr.io/x/b:1", "b")
-	a := h.mustPull("gcr.io/x/a:1")
-	h.mustPull("gcr.io/x/b:1")
-	if h.store.Len() != 2 {
-		t.Fatalf("%d aliases after two mirror pulls", h.store.Len())
-	}
-	h.rt.Forget(a)
+	for _, tc := range []struct {
+		name string
+		req  *runtimeapi.ListImagesRequest
+	}{
+		{"no filter", &runtimeapi.ListImagesRequest{}},
+		// crictl images sends a filter without an image: still everything.
+		{"empty filter", &runtimeapi.ListImagesRequest{Filter: &runtimeapi.ImageFilter{Image: &runtimeapi.ImageSpec{}}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			h.rt.Publish("127.0.0.1:5000/mirror/gcr.io/x/a:1", "a")
+			h.rt.Publish("127.0.0.1:5000/mirror/gcr.io/x/b:1", "b")
+			a := h.mustPull("gcr.io/x/a:1")
+			h.mustPull("gcr.io/x/b:1")
+			if h.store.Len() != 2 {
+				t.Fatalf("%d aliases after two mirror pulls", h.store.Len())
+			}
+			h.rt.Forget(a)
 
-	h.list("gcr.io/x/b:1") // a filtered listing says nothing about other images
-	time.Sleep(50 * time.Millisecond)
-	if h.store.Len() != 2 {
-		t.Fatalf("a filtered listing pruned: %d aliases left", h.store.Len())
-	}
-	h.list("")
-	deadline := time.Now().Add(5 * time.Second)
-	for h.store.Len() != 1 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if _, ok := h.store.Get("gcr.io/x/a:1"); ok || h.store.Len() != 1 {
-		t.Errorf("after the listing: %d aliases, gcr.io/x/a:1 present = %v; want only gcr.io/x/b:1", h.store.Len(), ok)
+			h.list("gcr.io/x/b:1") // a filtered listing says nothing about other images
+			time.Sleep(50 * time.Millisecond)
+			if h.store.Len() != 2 {
+				t.Fatalf("a filtered listing pruned: %d aliases left", h.store.Len())
+			}
+			if _, err := h.images.ListImages(ctx(t), tc.req); err != nil {
+				t.Fatal(err)
+			}
+			deadline := time.Now().Add(5 * time.Second)
+			for h.store.Len() != 1 && time.Now().Before(deadline) {
+				time.Sleep(10 * time.Millisecond)
+			}
+			if _, ok := h.store.Get("gcr.io/x/a:1"); ok || h.store.Len() != 1 {
+				t.Errorf("after the listing: %d aliases, gcr.io/x/a:1 present = %v; want only gcr.io/x/b:1", h.store.Len(), ok)
+			}
+		})
 	}
 }
 

@@ -20,6 +20,14 @@ func (s *Server) ListImages(ctx context.Context, req *runtimeapi.ListImagesReque
 	if err != nil {
 		return nil, err
 	}
+	if req.GetFilter().GetImage().GetImage() == "" {
+		// A filter without an image (crictl images sends one) lists them all.
+		ids := make([]string, len(resp.GetImages()))
+		for i, img := range resp.GetImages() {
+			ids[i] = img.GetId()
+		}
+		s.pruneStale(ids)
+	}
 	for _, img := range resp.GetImages() {
 		s.translate(img)
 	}

@@ -53,6 +53,19 @@ func (b *breaker) allow(mirror string) bool {
 	return true
 }
 
+// held reports whether mirror is held back now, without taking a trial:
+// for callers that would only add a request of their own to a mirror the
+// pulls stay away from.
+func (b *breaker) held(mirror string) bool {
+	if b.cooldown <= 0 {
+		return false
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	m := b.mirrors[mirror]
+	return m != nil && !m.openUntil.IsZero() && (b.now().Before(m.openUntil) || m.trial)
+}
+
 // success closes the breaker of mirror.
 func (b *breaker) success(mirror string) {
 	b.mu.Lock()

@@ -21,6 +21,9 @@ func TestBreaker(t *testing.T) {
 		t.Fatal("an unknown mirror must be allowed")
 	}
 	b.failure("a")
+	if !b.held("a") || b.held("b") {
+		t.Fatal("held must tell the failed mirror, and only it")
+	}
 	if b.allow("a") {
 		t.Fatal("a failed mirror must be held back during the cool-down")
 	}

@@ -136,10 +136,16 @@ func (s *Server) findIndex(ctx context.Context, res *resolver.Resolution, d dige
 		}
 		return nil
 	}
+	// A mirror held back after failures would cost a timeout here too.
+	held := func(c resolver.Candidate) bool { return !c.Source && s.gate.breaker.held(c.Location) }
 	for _, c := range res.Candidates {
 		from, where := metrics.IndexFromMirror, "mirror "+c.Ref.String()
 		if c.Source {
 			from, where = metrics.IndexFromSource, "source "+c.Ref.String()
+		}
+		if held(c) {
+			asked = append(asked, where+": not asked, held back after failures")
+			continue
 		}
 		b, err := s.indexes.Manifest(ctx, res, c)
 		if f := try(from, where, b, err); f != nil {
@@ -157,7 +163,7 @@ func (s *Server) findIndex(ctx context.Context, res *resolver.Resolution, d dige
 		}
 	}
 	for _, c := range res.Candidates {
-		if c.Source {
+		if c.Source || held(c) {
 			continue
 		}
 		tag := CompanionTag(d)

@@ -182,3 +182,33 @@ func TestNoSubstitutionByTag(t *testing.T) {
 		t.Errorf("a tag pull looked for an index: %q", idx.asked)
 	}
 }
+
+// TestDigestSubstitutionSkipsHeldMirror: a mirror that just failed (its
+// breaker open) is not asked for the index or its companion; the source
+// serves the child.
+func TestDigestSubstitutionSkipsHeldMirror(t *testing.T) {
+	const (
+		repo   = "gcr.io/x/app"
+		mirror = "127.0.0.1:5000/mirror/gcr.io/x/app"
+	)
+	amd64 := digest.Digest(fakecri.DigestOf("amd64 image"))
+	index := indexJSON(t, false, entry{"linux/amd64", amd64})
+	D := digest.FromBytes(index)
+	idx := &fakeIndexes{}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, IndexFileName(D)), index, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, withIndexReader(idx), WithIndexDir(dir), WithPlatform(Platform{OS: "linux", Architecture: "amd64"}))
+	h.rt.Fail(mirror+"@"+D.String(), status.Error(codes.Unknown, "dial tcp 127.0.0.1:5000: connect: connection refused"))
+	h.rt.Publish(repo+"@"+amd64.String(), "amd64 image")
+	h.mustPull(repo + "@" + D.String())
+	for _, ref := range idx.asked {
+		if strings.HasPrefix(ref, "127.0.0.1:5000/") {
+			t.Errorf("the held-back mirror was asked for %s", ref)
+		}
+	}
+	if got, want := h.rt.PulledRefs(), []string{mirror + "@" + D.String(), repo + "@" + D.String(), repo + "@" + amd64.String()}; !slices.Equal(got, want) {
+		t.Errorf("runtime pulls %q, want %q", got, want)
+	}
+}

@@ -5,6 +5,7 @@
 //
 //	envtool registry DIR ADDR LEVEL            write DIR/config.yml; print its path
 //	envtool containerd DIR CLOSED [HOST=URL...] write DIR/config.toml and certs.d; print the socket
+//	envtool crio DIR PINNS CLOSED [HOST=ADDR...] write DIR/crio.conf and registries.conf; print crio's arguments
 //	envtool host DIR HOST URL [PATH FALLBACK]  containerd under DIR reaches HOST at URL (or URL+PATH)
 //	envtool push REF CONTENT [USER]            push a one-layer image holding CONTENT
 //	envtool push-critest MIRROR                push the images critest's image tests name
@@ -42,7 +43,7 @@ func main() {
 
 func run(ctx context.Context, args []string) error {
 	if len(args) == 0 {
-		return errors.New("usage: envtool registry|containerd|host|push|push-critest|metric ARGS (see the package doc)")
+		return errors.New("usage: envtool registry|containerd|crio|host|push|push-critest|metric ARGS (see the package doc)")
 	}
 	cmd, args := args[0], args[1:]
 	need := func(min, max int) error {
@@ -78,6 +79,23 @@ func run(ctx context.Context, args []string) error {
 			return err
 		}
 		fmt.Println(c.Socket)
+	case "crio":
+		if err := need(3, -1); err != nil {
+			return err
+		}
+		hosts := map[string]string{}
+		for _, kv := range args[3:] {
+			host, addr, ok := strings.Cut(kv, "=")
+			if !ok {
+				return fmt.Errorf("crio: %q is not HOST=ADDR", kv)
+			}
+			hosts[host] = addr
+		}
+		c, err := testenv.WriteCRIO(args[0], args[1], hosts, args[2])
+		if err != nil {
+			return err
+		}
+		fmt.Println(strings.Join(c.Args(), "\n"))
 	case "host":
 		if len(args) != 3 && len(args) != 5 {
 			return fmt.Errorf("host: wrong number of arguments (%d)", len(args))

@@ -2,13 +2,16 @@
 # Installs what the real-parts tests need, idempotently:
 #   apt:  containerd runc docker-registry prometheus systemd busybox-static (and make, curl)
 #         (only when a command or package is missing)
+#         conmon containernetworking-plugins libseccomp-dev pkg-config (CRI-O's, see below)
 #   go:   crane, crictl, critest            (into test/.bin, only when missing or of another version)
+#         crio and pinns, built from github.com/cri-o/cri-o (the second runtime under test)
 # Usage: bash test/tools.sh        (root on Debian 12; Go on PATH or at /usr/local/go/bin)
 # Prints the tools directory on the last line; `export PATH="$(bash test/tools.sh | tail -1):$PATH"`.
 set -euo pipefail
 
 : "${CRI_TOOLS_VERSION:=v1.37.0}"
 : "${CRANE_VERSION:=v0.22.1}"
+: "${CRIO_VERSION:=v1.34.0}"
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 bin=${TOOLS_BIN:-$here/.bin}
@@ -27,6 +30,11 @@ log() { printf 'tools.sh: %s\n' "$*" >&2; }
 missing=()
 for cmd_pkg in containerd:containerd runc:runc docker-registry:docker-registry make:make curl:curl promtool:prometheus systemd-analyze:systemd; do
   command -v "${cmd_pkg%%:*}" >/dev/null || missing+=("${cmd_pkg#*:}")
+done
+# CRI-O (built below) runs containers through conmon and runc, sets up pod networks with the CNI
+# plugins, and links libseccomp.
+for pkg in conmon containernetworking-plugins libseccomp-dev pkg-config; do
+  dpkg-query -W -f '${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || missing+=("$pkg")
 done
 # The image needs the static busybox (/bin/busybox), not Debian's dynamic one of the same name.
 dpkg-query -W -f '${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' || missing+=(busybox-static)
@@ -72,6 +80,24 @@ if ! stamp_ok critest "$CRI_TOOLS_VERSION"; then
   cp -r "$src" "$work/cri-tools" && chmod -R u+w "$work/cri-tools"
   (cd "$work/cri-tools" && go test -mod=mod -c -o "$bin/critest" ./cmd/critest)
   echo "$CRI_TOOLS_VERSION" >"$bin/.critest.version"
+fi
+
+if ! stamp_ok crio "$CRIO_VERSION" || [[ ! -x $bin/pinns ]]; then
+  # CRI-O is built from its module as its Makefile would, minus what needs more C libraries:
+  # the openpgp tag replaces gpgme, btrfs and ostree are left out. pinns is its C helper,
+  # without which it does not start. About 3 minutes and 1 GB of memory on 2 CPUs.
+  log "building crio and pinns from github.com/cri-o/cri-o@$CRIO_VERSION"
+  go mod download "github.com/cri-o/cri-o@$CRIO_VERSION"
+  src=$(go env GOMODCACHE)/github.com/cri-o/cri-o@$CRIO_VERSION
+  crio_work=$(mktemp -d)
+  trap 'rm -rf "${work:-}" "$crio_work"' EXIT
+  cp -r "$src" "$crio_work/cri-o" && chmod -R u+w "$crio_work/cri-o"
+  (cd "$crio_work/cri-o" &&
+    go build -trimpath -o "$bin/crio" \
+      -tags 'containers_image_ostree_stub exclude_graphdriver_btrfs btrfs_noversion containers_image_openpgp seccomp' \
+      ./cmd/crio &&
+    make -s -C pinns && cp bin/pinns "$bin/pinns")
+  echo "$CRIO_VERSION" >"$bin/.crio.version"
 fi
 
 echo "$bin"

@@ -8,7 +8,7 @@ BIN := bin/cri-mirror-proxy
 TESTBIN := bin/test
 export CGO_ENABLED ?= 0
 
-.PHONY: help build image testbin run test unit fuzz e2e soak critest bench gobench lint tools clean
+.PHONY: help build image testbin run test unit fuzz e2e soak critest critest-crio bench gobench lint tools clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -29,7 +29,7 @@ testbin: ## build the test programs (test/envtool, the bench driver) into TESTBI
 run: ## install what is missing and run the demo (a local registry + containerd, or RUNTIME_ENDPOINT=...)
 	bash test/demo.sh
 
-test: unit image e2e critest ## everything: unit tests, the image, e2e on real containerd + registry, critest through the proxy
+test: unit image e2e critest critest-crio ## everything: unit tests, the image, e2e on real containerd, CRI-O + registry, critest through the proxy on both runtimes
 
 # test/parity is a module of its own (its references stay out of go.mod);
 # -mod=mod follows the root module's requirements when they change;
@@ -50,8 +50,11 @@ e2e: tools ## end-to-end tests on a real containerd and registry (root)
 soak: tools ## long e2e variants: repeated SIGKILL during pulls, 10,000-call load bursts (root)
 	$(GO) test -tags 'e2e soak $(TAGS)' -count=1 -timeout 30m -v -run 'TestSigkillDuringPulls|TestLoad' ./test/e2e/
 
-critest: tools build ## critest image conformance through the proxy (root)
+critest: tools build ## critest image conformance through the proxy in front of containerd (root)
 	bash test/critest.sh
+
+critest-crio: tools build ## critest image conformance through the proxy in front of CRI-O (root)
+	CRITEST_RUNTIME=crio bash test/critest.sh
 
 bench: tools ## benchmark harness on real containerd + registry: ratios vs a reference hop, written to test/bench/RESULTS.md (root, ~5 min)
 	bash test/bench.sh
@@ -64,7 +67,7 @@ lint: ## gofmt, go vet, staticcheck
 	$(GO) vet -tags '$(TAGS)' ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 -tags '$(TAGS)' ./...
 
-tools: ## install containerd, runc, docker-registry (apt) and crane, crictl, critest (go)
+tools: ## install containerd, runc, docker-registry, conmon (apt) and crane, crictl, critest, crio (go)
 	bash test/tools.sh
 
 clean: ## remove build output

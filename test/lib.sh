@@ -92,6 +92,12 @@ cmp_down() {
   local i
   [[ -n ${CMP_DIR:-} && -d $CMP_DIR ]] || return 0
   for ((i = ${#CMP_NAMES[@]} - 1; i >= 0; i--)); do cmp_stop "${CMP_NAMES[i]}"; done
+  # CRI-O's overlay driver mounts its home and unmounts it when stopped; a killed CRI-O
+  # leaves it mounted. Deepest first.
+  local m
+  for m in $(awk -v d="$CMP_DIR/" 'index($5, d) == 1 {print $5}' /proc/self/mountinfo | sort -r); do
+    umount -l "$m" 2>/dev/null || cmp_log "cannot unmount $m"
+  done
   if [[ ${CMP_KEEP:-0} == 1 ]]; then
     cmp_log "keeping $CMP_DIR (CMP_KEEP=1)"
   else
@@ -146,6 +152,22 @@ cmp_containerd_start() {
     crictl --runtime-endpoint "unix://$CMP_CTD_SOCK" --image-endpoint "unix://$CMP_CTD_SOCK" --timeout 2s version \
     || { cmp_dump_logs 60; cmp_die "containerd did not start"; }
   export CMP_CTD_SOCK
+}
+
+# cmp_crio_start [HOST=ADDR...]: CRI-O (built by test/tools.sh) with its own root, run dir and
+# socket, and no mirrors of its own: each HOST (a registry host:port) is reached at ADDR over
+# plain HTTP, every public registry host at the closed loopback port.
+cmp_crio_start() {
+  local d=$CMP_DIR/crio args=()
+  "$CMP_ENVTOOL" crio "$d" "$(command -v pinns)" "127.0.0.1:$CMP_CLOSED_PORT" "$@" >"$CMP_DIR/crio.args" \
+    || cmp_die "writing the CRI-O config failed"
+  mapfile -t args <"$CMP_DIR/crio.args"
+  CMP_CRIO_SOCK=$d/crio.sock
+  cmp_start crio crio "${args[@]}"
+  cmp_wait 60 "CRI-O socket $CMP_CRIO_SOCK" \
+    crictl --runtime-endpoint "unix://$CMP_CRIO_SOCK" --image-endpoint "unix://$CMP_CRIO_SOCK" --timeout 2s version \
+    || { cmp_dump_logs 60; cmp_die "CRI-O did not start"; }
+  export CMP_CRIO_SOCK
 }
 
 # cmp_push REF CONTENT [USER]: push a one-layer linux/<host arch> image (layer: /content.txt with

@@ -154,6 +154,19 @@ func TestCRIONames(t *testing.T) {
 		checkNames(t, "ImageStatus("+name+")", p.status(name), refs, want.Digest)
 	}
 	checkNames(t, "ListImages", findImage(p.list(), id), refs, want.Digest)
+	// CRI-O honours a ListImages filter; an original name reaches it as the image id.
+	for _, name := range refs {
+		ctx, cancel := callCtx()
+		resp, err := p.img.ListImages(ctx, &runtimeapi.ListImagesRequest{Filter: &runtimeapi.ImageFilter{Image: &runtimeapi.ImageSpec{Image: name}}})
+		cancel()
+		if err != nil {
+			t.Fatalf("ListImages(filter %s): %v", name, err)
+		}
+		if len(resp.GetImages()) != 1 {
+			t.Fatalf("ListImages(filter %s) = %d images, want the one", name, len(resp.GetImages()))
+		}
+		checkNames(t, "ListImages(filter "+name+")", resp.GetImages()[0], refs, want.Digest)
+	}
 	table := p.mustCrictl("images")
 	for _, tag := range []string{"1", "2"} {
 		if !hasImageRow(table, sourceHost+"/e2e/tags", tag) {

@@ -84,7 +84,7 @@ func (s *Server) pull(ctx context.Context, req *runtimeapi.PullImageRequest, res
 		s.logPull(res, "", o.attempts, start, o.stop)
 		return nil, o.stop
 	}
-	err := allFailed(res, o.tried, o.last)
+	err := allFailed(res, o.tried, o.last, o.lastMissed)
 	if o.missed {
 		if resp, served, serr := s.substitute(ctx, req, res); serr != errNoSubstitution {
 			if serr != nil {
@@ -111,6 +111,9 @@ type outcome struct {
 	tried    []string                      // why each candidate did not serve the pull
 	last     error                         // the runtime's last answer
 	missed   bool                          // a candidate answered it does not have the image
+	// lastMissed: the runtime's last answer was that the candidate does not
+	// have the image.
+	lastMissed bool
 }
 
 // tryCandidates asks for res's candidates in order until one serves the
@@ -149,7 +152,7 @@ func (s *Server) tryCandidates(ctx context.Context, req *runtimeapi.PullImageReq
 			return o
 		}
 		if a.err != nil {
-			o.last = a.err
+			o.last, o.lastMissed = a.err, a.result == metrics.ResultMissing
 		}
 		o.missed = o.missed || a.result == metrics.ResultMissing
 		o.tried = append(o.tried, fmt.Sprintf("%s (%s): %s", c.Ref, describeCandidate(c), a.why))
@@ -158,12 +161,17 @@ func (s *Server) tryCandidates(ctx context.Context, req *runtimeapi.PullImageReq
 }
 
 // allFailed is the error of a pull no candidate served: each candidate and
-// why, with the code of the runtime's last answer.
-func allFailed(res *resolver.Resolution, tried []string, last error) error {
+// why, with the code of the runtime's last answer. CRI-O answers every
+// failure with Unknown; when that answer says the image is not there
+// (lastMissed), the pull fails with NotFound, as in front of containerd.
+func allFailed(res *resolver.Resolution, tried []string, last error, lastMissed bool) error {
 	code := codes.Unavailable // every candidate was skipped before reaching the runtime
 	if last != nil {
 		if code = status.Code(last); code == codes.OK {
 			code = codes.Unknown
+		}
+		if code == codes.Unknown && lastMissed {
+			code = codes.NotFound
 		}
 	}
 	msg := fmt.Sprintf("pull %s: all %d candidates failed: %s", res.Original, len(tried), strings.Join(tried, "; "))

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -426,5 +427,34 @@ func TestIsImageID(t *testing.T) {
 		if got := isImageID(s); got != want {
 			t.Errorf("isImageID(%q) = %v, want %v", s, got, want)
 		}
+	}
+}
+
+// CRI-O answers every failed pull with Unknown. When its last answer says
+// the image is not there, the pull fails with NotFound, as in front of
+// containerd; any other Unknown stays Unknown.
+func TestPullCodeInFrontOfCRIO(t *testing.T) {
+	const (
+		mirrorRef = "127.0.0.1:5000/mirror/gcr.io/x/y:t"
+		sourceRef = "gcr.io/x/y:t"
+		miss      = "unable to try pulling possible OCI artifact: build image source: reading manifest t in %s: manifest unknown"
+	)
+	for _, tc := range []struct {
+		name       string
+		sourceText string
+		want       codes.Code
+	}{
+		{"every candidate misses", fmt.Sprintf(miss, "gcr.io/x/y"), codes.NotFound},
+		{"the last candidate fails otherwise", "unable to try pulling possible OCI artifact: build image source: pinging container registry gcr.io: received unexpected HTTP status: 500 Internal Server Error", codes.Unknown},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			h.rt.Fail(mirrorRef, status.Errorf(codes.Unknown, miss, "127.0.0.1:5000/mirror/gcr.io/x/y"))
+			h.rt.Fail(sourceRef, status.Error(codes.Unknown, tc.sourceText))
+			_, err := h.pull(sourceRef, nil)
+			if got := status.Code(err); got != tc.want {
+				t.Errorf("code = %v, want %v (err %v)", got, tc.want, err)
+			}
+		})
 	}
 }

@@ -177,6 +177,12 @@ func TestCRIONames(t *testing.T) {
 		t.Errorf("crictl images shows the mirror's name:\n%s", table)
 	}
 
+	// CRI-O answers every failed pull with Unknown; a tag no candidate has fails with
+	// NotFound through the proxy, as in front of containerd.
+	if _, err := p.pull(sourceHost + "/e2e/tags:absent"); status.Code(err) != codes.NotFound {
+		t.Errorf("PullImage of a tag no candidate has: %v, want NotFound", err)
+	}
+
 	// Removing by one original name removes the image and all its names, as in front of
 	// containerd (the proxy removes the image by id).
 	if _, stderr, err := p.crictl("rmi", refs[0]); err != nil {

@@ -3,7 +3,7 @@
 #   apt:  containerd runc docker-registry prometheus systemd busybox-static (and make, curl)
 #         (only when a command or package is missing)
 #         conmon containernetworking-plugins libseccomp-dev pkg-config (CRI-O's, see below)
-#   go:   crane, crictl, critest            (into test/.bin, only when missing or of another version)
+#   go:   crane, crictl, critest, kubelet   (into test/.bin, only when missing or of another version)
 #         crio and pinns, built from github.com/cri-o/cri-o (the second runtime under test)
 # Usage: bash test/tools.sh        (root on Debian 12; Go on PATH or at /usr/local/go/bin)
 # Prints the tools directory on the last line; `export PATH="$(bash test/tools.sh | tail -1):$PATH"`.
@@ -12,6 +12,7 @@ set -euo pipefail
 : "${CRI_TOOLS_VERSION:=v1.37.0}"
 : "${CRANE_VERSION:=v0.22.1}"
 : "${CRIO_VERSION:=v1.34.0}"
+: "${KUBE_VERSION:=v1.34.4}"
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 bin=${TOOLS_BIN:-$here/.bin}
@@ -80,6 +81,28 @@ if ! stamp_ok critest "$CRI_TOOLS_VERSION"; then
   cp -r "$src" "$work/cri-tools" && chmod -R u+w "$work/cri-tools"
   (cd "$work/cri-tools" && go test -mod=mod -c -o "$bin/critest" ./cmd/critest)
   echo "$CRI_TOOLS_VERSION" >"$bin/.critest.version"
+fi
+if ! stamp_ok kubelet "$KUBE_VERSION"; then
+  # kubelet for the e2e with a real kubelet (test/e2e/kubelet_test.go). k8s.io/kubernetes's
+  # go.mod replaces every k8s.io/* staging module with ./staging/..., which its module zip
+  # does not hold: drop those replaces and require the published modules of the same release
+  # (v0.X.Y for v1.X.Y). Several minutes of CPU; cached by the version stamp.
+  log "building kubelet from k8s.io/kubernetes@$KUBE_VERSION (several minutes)"
+  go mod download "k8s.io/kubernetes@$KUBE_VERSION"
+  src=$(go env GOMODCACHE)/k8s.io/kubernetes@$KUBE_VERSION
+  kwork=$(mktemp -d)
+  trap 'rm -rf "$kwork" ${work:+"$work"}' EXIT
+  cp -r "$src" "$kwork/kubernetes" && chmod -R u+w "$kwork/kubernetes"
+  (
+    cd "$kwork/kubernetes"
+    for m in $(awk '$2 == "=>" && $3 ~ /^\.\/staging\// {print $1}' go.mod); do
+      go mod edit -dropreplace="$m" -require="$m@v0${KUBE_VERSION#v1}"
+    done
+    GOWORK=off GOFLAGS=-mod=mod CGO_ENABLED=0 go build -trimpath \
+      -ldflags "-X k8s.io/component-base/version.gitVersion=$KUBE_VERSION" -o "$bin/kubelet" ./cmd/kubelet
+  )
+  rm -rf "$kwork"
+  echo "$KUBE_VERSION" >"$bin/.kubelet.version"
 fi
 
 if ! stamp_ok crio "$CRIO_VERSION" || [[ ! -x $bin/pinns ]]; then

@@ -45,7 +45,7 @@ fuzz: ## run each fuzzer for FUZZTIME (default 30s)
 	$(GO) test -tags '$(TAGS)' -run '^$$' -fuzz '^FuzzNames$$' -fuzztime $(FUZZTIME) ./proxy/
 
 e2e: tools ## end-to-end tests on a real containerd and registry (root)
-	$(GO) test -tags 'e2e $(TAGS)' -count=1 -timeout 20m -v ./test/e2e/
+	$(GO) test -tags 'e2e $(TAGS)' -count=1 -timeout 40m -v ./test/e2e/
 
 soak: tools ## long e2e variants: repeated SIGKILL during pulls, 10,000-call load bursts (root)
 	$(GO) test -tags 'e2e soak $(TAGS)' -count=1 -timeout 30m -v -run 'TestSigkillDuringPulls|TestLoad' ./test/e2e/

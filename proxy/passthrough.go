@@ -44,9 +44,10 @@ func (c codec) Unmarshal(data mem.BufferSlice, v any) error {
 	return c.proto.Unmarshal(data, v)
 }
 
-// Relay is a grpc.UnknownServiceHandler: it forwards any call the proxy does
-// not serve itself (the whole RuntimeService) to the runtime unchanged,
-// streams included, with metadata, headers, trailers and status codes.
+// relay is a grpc.UnknownServiceHandler: it forwards any call the proxy does
+// not serve itself (the RuntimeService, but for the three calls of
+// runtime_service.go) to the runtime unchanged, streams included, with
+// metadata, headers, trailers and status codes.
 func (s *Server) relay(_ any, ss grpc.ServerStream) error {
 	method, ok := grpc.MethodFromServerStream(ss)
 	if !ok {

@@ -32,6 +32,7 @@ func (s *Server) aliasStatus(ctx context.Context, req *runtimeapi.ImageStatusReq
 		return nil, err
 	}
 	if resp.GetImage() != nil {
+		s.fixAliasID(a, resp.Image.GetId())
 		s.translate(resp.Image)
 		return resp, nil
 	}
@@ -46,6 +47,22 @@ func (s *Server) forwardStatus(ctx context.Context, req *runtimeapi.ImageStatusR
 	}
 	s.translate(resp.GetImage())
 	return resp, nil
+}
+
+// fixAliasID records the runtime's image id for an alias that holds a name
+// in its place: earlier versions recorded CRI-O's PullImage answer
+// ("mirror/repo@sha256:…") as the id, under which no image is listed.
+func (s *Server) fixAliasID(a store.Alias, id string) {
+	if isImageID(a.ImageID) || !isImageID(id) {
+		return
+	}
+	old := a.ImageID
+	a.ImageID = id
+	if err := s.aliases.Put(a); err != nil {
+		s.log.WithError(err).WithField("image", a.Name).Warn("cannot record the image id of an alias")
+		return
+	}
+	s.log.WithFields(map[string]any{"image": a.Name, "image_id": id, "was": old}).Info("alias now records the runtime's image id in place of a name")
 }
 
 // dropStale forgets an alias whose image the runtime no longer has (removed

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/cri-mirror-proxy/cri-mirror-proxy/store"
 	"github.com/cri-mirror-proxy/cri-mirror-proxy/test/fakecri"
 )
 
@@ -294,4 +295,32 @@ func TestNamesInFrontOfCRIO(t *testing.T) {
 	if n := h.store.Len(); n != 0 {
 		t.Errorf("%d aliases left: %v", n, h.store.ByImage(id))
 	}
+}
+
+// An alias recorded with CRI-O's PullImage answer in place of the image id
+// (as earlier versions did) gets the id on its first ImageStatus, and the
+// image shows under its original name from then on.
+func TestAliasWithNameForIDIsFixed(t *testing.T) {
+	h := newHarness(t)
+	h.rt.CRIO = true
+	h.rt.Publish(mirrorTag, "y")
+	if _, err := h.rt.PullImage(ctx(t), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: mirrorTag}}); err != nil {
+		t.Fatal(err)
+	}
+	nameForID := "127.0.0.1:5000/mirror/gcr.io/x/y@" + fakecri.DigestOf("y")
+	if err := h.store.Put(store.Alias{Name: origTag, ImageID: nameForID, Mirror: mirrorTag}); err != nil {
+		t.Fatal(err)
+	}
+	id := strings.TrimPrefix(fakecri.IDOf("y"), "sha256:")
+	wantOriginalView(t, "ImageStatus("+origTag+")", h.status(origTag), id)
+	if a, _ := h.store.Get(origTag); a.ImageID != id {
+		t.Errorf("alias image id = %q, want %s", a.ImageID, id)
+	}
+	var listed *runtimeapi.Image
+	for _, img := range h.list("") {
+		if img.Id == id {
+			listed = img
+		}
+	}
+	wantOriginalView(t, "ListImages", listed, id)
 }

@@ -58,6 +58,7 @@ func (s *Server) PullImage(ctx context.Context, req *runtimeapi.PullImageRequest
 	}
 	if err == nil {
 		result = metrics.ResultSuccess
+		s.keepOwnName(image, resp.GetImageRef())
 	}
 	return resp, err
 }

@@ -74,14 +74,3 @@ func (s *Server) dropStale(a store.Alias) {
 	}
 	s.log.WithFields(map[string]any{"image": a.Name, "image_id": a.ImageID}).Info("dropped stale alias: the runtime no longer has the image")
 }
-
-// withImage copies spec with another image name, keeping annotations and the
-// runtime handler.
-func withImage(spec *runtimeapi.ImageSpec, image string) *runtimeapi.ImageSpec {
-	return &runtimeapi.ImageSpec{
-		Image:              image,
-		Annotations:        spec.GetAnnotations(),
-		UserSpecifiedImage: spec.GetUserSpecifiedImage(),
-		RuntimeHandler:     spec.GetRuntimeHandler(),
-	}
-}

@@ -4,7 +4,6 @@ import (
 	"context"
 
 	"google.golang.org/grpc"
-	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -13,27 +12,8 @@ import (
 // no alias is involved. So the proxy does not decode the call it forwards:
 // it reads the image name straight from the request bytes, and the image id
 // straight from the response bytes, and decodes (to translate) only when an
-// alias is concerned. Measured side by side against a raw relay this takes
-// the proxy's own cost from ~15% to ~8% of a hop (test/bench).
-
-// imageServiceDesc is the generated ImageService descriptor whose
-// ImageStatus and ListImages handlers take the request undecoded. It needs the server codec
-// (Codec) that passes frames through.
-func imageServiceDesc() *grpc.ServiceDesc {
-	d := runtimeapi.ImageService_ServiceDesc
-	d.Methods = append([]grpc.MethodDesc(nil), d.Methods...)
-	for i := range d.Methods {
-		switch d.Methods[i].MethodName {
-		case "ImageStatus":
-			d.Methods[i].Handler = imageStatusHandler
-		case "ListImages":
-			d.Methods[i].Handler = listImagesHandler
-		case "PullImage":
-			d.Methods[i].Handler = pullImageHandler(d.Methods[i].Handler)
-		}
-	}
-	return &d
-}
+// alias is concerned. test/bench measures what that saves against a raw
+// relay (test/bench/RESULTS.md).
 
 func imageStatusHandler(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
 	in := new(frame)
@@ -77,26 +57,4 @@ func (s *Server) imageStatusFrame(ctx context.Context, in *frame) (any, error) {
 	}
 	s.translate(resp.Image)
 	return &resp, nil
-}
-
-// bytesField returns the last occurrence of length-delimited field num of a
-// protobuf message (the protobuf rule for a repeated singular field), or nil.
-func bytesField(b []byte, num protowire.Number) []byte {
-	var v []byte
-	for len(b) > 0 {
-		n, t, l := protowire.ConsumeTag(b)
-		if l < 0 {
-			return nil
-		}
-		b = b[l:]
-		m := protowire.ConsumeFieldValue(n, t, b)
-		if m < 0 {
-			return nil
-		}
-		if n == num && t == protowire.BytesType {
-			v, _ = protowire.ConsumeBytes(b[:m])
-		}
-		b = b[m:]
-	}
-	return v
 }

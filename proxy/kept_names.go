@@ -1,37 +1,10 @@
 package proxy
 
-import (
-	"context"
-
-	"google.golang.org/grpc"
-	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
-)
-
 // A mirror reference pulled by its own name ("127.0.0.1:5000/mirror/x:t"
 // asked for as such) is a name the caller wants to see, even when an alias
 // of the same image hides that name as the mirror it pulled an original
-// from. Such pulls are recorded as kept names, and translate leaves them
-// in place.
-
-// pullImageHandler wraps the generated PullImage handler: after a
-// successful pull it records the name asked for when that name is one the
-// proxy would otherwise hide.
-func pullImageHandler(next grpc.MethodHandler) grpc.MethodHandler {
-	return func(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
-		var req *runtimeapi.PullImageRequest
-		resp, err := next(srv, ctx, func(v any) error {
-			err := dec(v)
-			req, _ = v.(*runtimeapi.PullImageRequest)
-			return err
-		}, interceptor)
-		if err == nil && req != nil {
-			if r, ok := resp.(*runtimeapi.PullImageResponse); ok {
-				srv.(*Server).keepOwnName(req.GetImage().GetImage(), r.GetImageRef())
-			}
-		}
-		return resp, err
-	}
-}
+// from. Such pulls are recorded as kept names (PullImage calls keepOwnName),
+// and translate leaves them in place.
 
 // keepOwnName records image as a kept name of id when it lies under a
 // mirror location (only such a name can be hidden) and is not itself an

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
 )
 
 // frame is an undecoded gRPC message. Relayed calls never decode their
@@ -116,4 +117,26 @@ func forwardable(md metadata.MD) metadata.MD {
 		out[k] = v
 	}
 	return out
+}
+
+// bytesField returns the last occurrence of length-delimited field num of a
+// protobuf message (the protobuf rule for a repeated singular field), or nil.
+func bytesField(b []byte, num protowire.Number) []byte {
+	var v []byte
+	for len(b) > 0 {
+		n, t, l := protowire.ConsumeTag(b)
+		if l < 0 {
+			return nil
+		}
+		b = b[l:]
+		m := protowire.ConsumeFieldValue(n, t, b)
+		if m < 0 {
+			return nil
+		}
+		if n == num && t == protowire.BytesType {
+			v, _ = protowire.ConsumeBytes(b[:m])
+		}
+		b = b[m:]
+	}
+	return v
 }

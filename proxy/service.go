@@ -61,7 +61,7 @@ type Server struct {
 	metrics  *metrics.Metrics
 	log      logrus.FieldLogger
 	flights  flights
-	names    names
+	names    nameCache
 	pruning  atomic.Bool // a pruneStale is running
 	listings listings
 
@@ -133,4 +133,22 @@ func (s *Server) NewGRPCServer(opts ...grpc.ServerOption) *grpc.Server {
 	gs.RegisterService(runtimeServiceDesc(), s)
 	s.metrics.GRPC.InitializeMetrics(gs)
 	return gs
+}
+
+// imageServiceDesc is the generated ImageService descriptor whose
+// ImageStatus and ListImages handlers take the request undecoded
+// (image_status_raw.go, image_list_raw.go). It needs the server codec
+// (rawCodec) that passes frames through.
+func imageServiceDesc() *grpc.ServiceDesc {
+	d := runtimeapi.ImageService_ServiceDesc
+	d.Methods = append([]grpc.MethodDesc(nil), d.Methods...)
+	for i := range d.Methods {
+		switch d.Methods[i].MethodName {
+		case "ImageStatus":
+			d.Methods[i].Handler = imageStatusHandler
+		case "ListImages":
+			d.Methods[i].Handler = listImagesHandler
+		}
+	}
+	return &d
 }

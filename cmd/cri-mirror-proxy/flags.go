@@ -318,8 +318,8 @@ func (f *flags) settingList() []setting {
 	return out
 }
 
-// describe prints every setting with its value and where it came from.
-func (f *flags) describe(w io.Writer) {
+// printSettings prints every setting with its value and where it came from.
+func (f *flags) printSettings(w io.Writer) {
 	for _, s := range f.settingList() {
 		fmt.Fprintf(w, "  %-20s %-45s (%s)\n", s.Name, s.Value, s.Source)
 	}

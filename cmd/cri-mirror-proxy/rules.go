@@ -169,7 +169,7 @@ func checkConfig(c serveConfig, stdout io.Writer) error {
 		}{c.settings(), r.Config(), append([]string{}, r.Warnings()...)})
 	}
 	fmt.Fprintln(stdout, "settings:")
-	c.describe(stdout)
+	c.printSettings(stdout)
 	fmt.Fprintln(stdout)
 	fmt.Fprint(stdout, r.Describe())
 	for _, w := range r.Warnings() {

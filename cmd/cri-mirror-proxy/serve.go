@@ -50,10 +50,10 @@ type serveConfig struct {
 	logLevel        string
 	logFormat       string
 
-	output   string          // -o of resolve, check-config and status: text or json
-	args     []string        // positional arguments (resolve's IMAGE)
-	describe func(io.Writer) // prints every setting and where it came from
-	settings func() []setting
+	output        string          // -o of resolve, check-config and status: text or json
+	args          []string        // positional arguments (resolve's IMAGE)
+	printSettings func(io.Writer) // prints every setting and where it came from
+	settings      func() []setting
 }
 
 // parseServe parses the settings of serve. check-config, resolve and status
@@ -112,7 +112,7 @@ func parseServe(name string, args []string, stdout, stderr io.Writer) (serveConf
 		return c, err
 	}
 	c.args = f.args
-	c.describe = f.describe
+	c.printSettings = f.printSettings
 	c.settings = f.settingList
 	return c, nil
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"slices"
 	"strings"
-	"sync"
 
 	"go.podman.io/image/v5/docker/reference"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -12,60 +11,8 @@ import (
 	"github.com/cri-mirror-proxy/cri-mirror-proxy/store"
 )
 
-// normalize returns the name a CRI runtime would store for image, the same
-// normalisation the resolver applies: short names gain docker.io/library/
-// and :latest, a tag next to a digest is dropped. ok is false for image ids
-// and anything that is not a reference.
-func normalize(image string) (reference.Named, bool) {
-	named, err := reference.ParseDockerRef(image)
-	if err != nil {
-		return nil, false
-	}
-	return named, true
-}
-
-// names remembers how image names normalise. kubelet asks ImageStatus
-// about the same few names before every container start; parsing each time
-// was a tenth of the proxy's allocations on that path. Bounded: cleared
-// when full.
-type names struct {
-	mu sync.Mutex
-	m  map[string]reference.Named // nil value: not a reference (an image id)
-}
-
-const namesCacheSize = 4096
-
-func (n *names) normalize(image string) (reference.Named, bool) {
-	n.mu.Lock()
-	named, ok := n.m[image]
-	n.mu.Unlock()
-	if ok {
-		return named, named != nil
-	}
-	named, _ = normalize(image)
-	n.mu.Lock()
-	if n.m == nil || len(n.m) >= namesCacheSize {
-		n.m = make(map[string]reference.Named, 64)
-	}
-	n.m[image] = named
-	n.mu.Unlock()
-	return named, named != nil
-}
-
-// isImageID tells an image id ("sha256:<64 hex>" as containerd reports it,
-// the bare hex as CRI-O does) from an image name.
-func isImageID(s string) bool {
-	hexPart := strings.TrimPrefix(s, "sha256:")
-	if len(hexPart) != 64 {
-		return false
-	}
-	for _, r := range hexPart {
-		if (r < '0' || r > '9') && (r < 'a' || r > 'f') {
-			return false
-		}
-	}
-	return true
-}
+// Alias translation: the runtime stores an image pulled from a mirror under
+// the mirror's name; callers see it under the name they asked for.
 
 // lookupAlias finds the alias a caller's image name refers to: the exact
 // name, its normalised form, or a digest of an aliased repository.
@@ -111,8 +58,9 @@ func (s *Server) lookupDigest(ctx context.Context, repo, digest string) (store.A
 
 // translate rewrites the runtime's view of an image into the caller's: the
 // names the proxy created on mirrors are replaced by the names the caller
-// asked for (a mirror name that was itself asked for stays, see keepOwnName). Images without aliases are left untouched (the common case, one
-// map lookup).
+// asked for (a mirror name that was itself asked for stays, see
+// keepOwnName). Images without aliases are left untouched (the common case,
+// one map lookup).
 func (s *Server) translate(img *runtimeapi.Image) {
 	if img == nil {
 		return
@@ -167,4 +115,15 @@ func appendNew(list []string, s string) []string {
 		return list
 	}
 	return append(list, s)
+}
+
+// withImage copies spec with another image name, keeping annotations and the
+// runtime handler.
+func withImage(spec *runtimeapi.ImageSpec, image string) *runtimeapi.ImageSpec {
+	return &runtimeapi.ImageSpec{
+		Image:              image,
+		Annotations:        spec.GetAnnotations(),
+		UserSpecifiedImage: spec.GetUserSpecifiedImage(),
+		RuntimeHandler:     spec.GetRuntimeHandler(),
+	}
 }

@@ -30,7 +30,7 @@ func FuzzNames(f *testing.F) {
 }
 
 func TestNamesCache(t *testing.T) {
-	var n names
+	var n nameCache
 	named, ok := n.normalize("nginx:1.27")
 	if !ok || named.String() != "docker.io/library/nginx:1.27" {
 		t.Fatalf("normalize(nginx:1.27) = %v, %v", named, ok)

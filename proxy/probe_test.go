@@ -102,20 +102,7 @@ func TestProbeSkipsMirrors(t *testing.T) {
 }
 
 func TestManifestProbeAgainstARealRegistry(t *testing.T) {
-	reg := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
-	t.Cleanup(reg.Close)
-	host := strings.TrimPrefix(reg.URL, "http://")
-	img, err := random.Image(256, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tag, err := name.NewTag(host + "/mirror/app:1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := remote.Write(tag, img); err != nil {
-		t.Fatal(err)
-	}
+	host := registryWith(t, "mirror/app:1")
 
 	// A listener that accepts and never answers.
 	hole, err := net.Listen("tcp", "127.0.0.1:0")
@@ -141,7 +128,7 @@ func TestManifestProbeAgainstARealRegistry(t *testing.T) {
 	closed.Close()
 
 	p := newManifestProbe(300*time.Millisecond, "/nonexistent/auth.json", "cri-mirror-proxy/test")
-	res := emptyRulesResolution(t)
+	res := emptyRulesResolution(t, "example.test/app:1")
 	for _, tc := range []struct {
 		ref  string
 		want probeResult
@@ -317,7 +304,7 @@ func TestProbeFirstAgainAfterAMiss(t *testing.T) {
 
 // emptyRulesResolution resolves an image with an empty registries.conf of the
 // test's own (never the host's).
-func emptyRulesResolution(t *testing.T) *resolver.Resolution {
+func emptyRulesResolution(t testing.TB, image string) *resolver.Resolution {
 	t.Helper()
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "registries.conf")
@@ -328,7 +315,7 @@ func emptyRulesResolution(t *testing.T) *resolver.Resolution {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := r.Resolve("example.test/app:1")
+	res, err := r.Resolve(image)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -341,16 +328,7 @@ func emptyRulesResolution(t *testing.T) *resolver.Resolution {
 // then insists on TLS, and the probe, unable to tell, leaves the decision to
 // the runtime.
 func TestManifestProbeFollowsReload(t *testing.T) {
-	reg := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
-	t.Cleanup(reg.Close)
-	host := strings.TrimPrefix(reg.URL, "http://")
-	img, err := random.Image(256, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := remote.Write(mustTag(t, host+"/mirror/app:1"), img); err != nil {
-		t.Fatal(err)
-	}
+	host := registryWith(t, "mirror/app:1")
 
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "registries.conf")
@@ -394,7 +372,7 @@ func TestManifestProbeFollowsReload(t *testing.T) {
 	}
 }
 
-func mustTag(t *testing.T, ref string) name.Tag {
+func mustTag(t testing.TB, ref string) name.Tag {
 	t.Helper()
 	tag, err := name.NewTag(ref)
 	if err != nil {
@@ -407,33 +385,8 @@ func mustTag(t *testing.T, ref string) name.Tag {
 // cost it adds to a pull from a mirror it runs before (compare the bench's
 // "proxy's own time per pull").
 func BenchmarkManifestProbe(b *testing.B) {
-	reg := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
-	defer reg.Close()
-	host := strings.TrimPrefix(reg.URL, "http://")
-	img, err := random.Image(1024, 1)
-	if err != nil {
-		b.Fatal(err)
-	}
-	tag, err := name.NewTag(host + "/mirror/bench/probe:1")
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := remote.Write(tag, img); err != nil {
-		b.Fatal(err)
-	}
-	dir := b.TempDir()
-	conf := filepath.Join(dir, "registries.conf")
-	if err := os.WriteFile(conf, nil, 0o644); err != nil {
-		b.Fatal(err)
-	}
-	rules, err := resolver.New(conf, filepath.Join(dir, "conf.d"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	res, err := rules.Resolve(tag.String())
-	if err != nil {
-		b.Fatal(err)
-	}
+	host := registryWith(b, "mirror/bench/probe:1")
+	res := emptyRulesResolution(b, host+"/mirror/bench/probe:1")
 	c := res.Candidates[0]
 	c.Insecure = true
 	p := newManifestProbe(2*time.Second, "", "bench")
@@ -442,4 +395,23 @@ func BenchmarkManifestProbe(b *testing.B) {
 			b.Fatal(got, err)
 		}
 	}
+}
+
+// registryWith serves an in-process registry holding a random image under
+// each repository:tag given, for the test's lifetime; it returns its host.
+func registryWith(t testing.TB, refs ...string) string {
+	t.Helper()
+	reg := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	t.Cleanup(reg.Close)
+	host := strings.TrimPrefix(reg.URL, "http://")
+	for _, ref := range refs {
+		img, err := random.Image(256, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := remote.Write(mustTag(t, host+"/"+ref), img); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return host
 }

@@ -48,7 +48,7 @@ func (s *Server) imageStatusFrame(ctx context.Context, in *frame) (any, error) {
 		return nil, err
 	}
 	id := bytesField(bytesField(out.data, 1), 1) // ImageStatusResponse.image.id
-	if len(id) == 0 || len(s.aliases.ByImage(string(id))) == 0 {
+	if len(id) == 0 || !s.aliases.HasImage(id) { // no copy of the id, no slice of aliases
 		return out, nil
 	}
 	var resp runtimeapi.ImageStatusResponse

@@ -5,6 +5,7 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -23,56 +24,55 @@ import (
 	"github.com/cri-mirror-proxy/cri-mirror-proxy/test/testenv"
 )
 
-// crio is a CRI-O started for one test, with its own configuration, storage and socket
+// crio is a CRI-O with its own configuration, storage and socket under dir
 // (testenv.WriteCRIO) and no mirrors of its own: the proxy in front decides.
 type crio struct {
+	dir  string
 	sock string
 	proc *process
 	conn *grpc.ClientConn
 	img  runtimeapi.ImageServiceClient
 }
 
-// startCRIO starts a CRI-O built by test/tools.sh; the test's cleanup stops it and unmounts
-// what it left mounted.
-func startCRIO(t *testing.T) *crio {
-	t.Helper()
-	bin := filepath.Join(env.root, "test", ".bin")
+// crioBinaries returns crio and pinns as test/tools.sh builds them into test/.bin, or an error
+// that says how to get them.
+func crioBinaries(root string) (crioBin, pinns string, err error) {
+	bin := filepath.Join(root, "test", ".bin")
 	for _, tool := range []string{"crio", "pinns"} {
 		if _, err := os.Stat(filepath.Join(bin, tool)); err != nil {
-			t.Fatalf("%s not found in test/.bin: run `bash test/tools.sh` (or `make tools`)", tool)
+			return "", "", fmt.Errorf("%s not found in test/.bin: run `bash test/tools.sh` (or `make tools`)", tool)
 		}
 	}
-	dir, err := os.MkdirTemp(env.dir, "crio")
+	return filepath.Join(bin, "crio"), filepath.Join(bin, "pinns"), nil
+}
+
+// startCRIO configures a CRI-O under dir and starts it; when dir already holds one, it starts
+// again on the same storage and socket. The registry hosts of the environment are reached as
+// themselves, the public ones at the closed port.
+func (h *harness) startCRIO(dir string) (*crio, error) {
+	crioBin, pinns, err := crioBinaries(h.root)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	hosts := map[string]string{
-		env.mirror.host: env.mirror.host,
-		env.source.host: env.source.host,
-		sourceHost:      env.source.host,
+		h.mirror.host: h.mirror.host,
+		h.source.host: h.source.host,
+		sourceHost:    h.source.host,
 	}
-	layout, err := testenv.WriteCRIO(dir, filepath.Join(bin, "pinns"), hosts, fmt.Sprintf("127.0.0.1:%d", env.closedPort))
+	layout, err := testenv.WriteCRIO(dir, pinns, hosts, fmt.Sprintf("127.0.0.1:%d", h.closedPort))
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	p, err := startProcess("crio", filepath.Join(dir, "crio.log"), append([]string{filepath.Join(bin, "crio")}, layout.Args()...)...)
+	p, err := startProcess("crio", filepath.Join(dir, "crio.log"), append([]string{crioBin}, layout.Args()...)...)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	c := &crio{sock: layout.Socket, proc: p}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("----- crio log (last 40 lines) -----\n%s", logTail(p.logPath, 40))
-		}
-		p.stop(15 * time.Second)
-		unmountUnder(t, dir)
-	})
-	conn, err := dialCRI(c.sock)
-	if err != nil {
-		t.Fatal(err)
+	c := &crio{dir: dir, sock: layout.Socket, proc: p}
+	if c.conn, err = dialCRI(c.sock); err != nil {
+		c.close()
+		return nil, err
 	}
-	t.Cleanup(func() { conn.Close() })
-	c.conn, c.img = conn, runtimeapi.NewImageServiceClient(conn)
+	c.img = runtimeapi.NewImageServiceClient(c.conn)
 	err = waitFor(60*time.Second, "CRI-O CRI on "+c.sock, func() error {
 		if !p.running() {
 			return fmt.Errorf("crio exited: %s\n%s", p.exitState(), logTail(p.logPath, 30))
@@ -83,30 +83,30 @@ func startCRIO(t *testing.T) *crio {
 		return err
 	})
 	if err != nil {
-		t.Fatal(err)
+		c.close()
+		return nil, err
 	}
-	return c
+	return c, nil
 }
 
-// has reports whether CRI-O itself has the image id.
-func (c *crio) has(t *testing.T, id string) bool {
-	t.Helper()
-	ctx, cancel := callCtx()
-	defer cancel()
-	resp, err := c.img.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: id}})
-	if err != nil {
-		t.Fatalf("ImageStatus(%s) on CRI-O: %v", id, err)
-	}
-	return resp.GetImage() != nil
-}
-
-// unmountUnder unmounts what is still mounted below dir, deepest first (CRI-O's overlay
+// close stops CRI-O by pid and unmounts what it left mounted under its directory (its overlay
 // driver mounts its home and unmounts it when stopped; a killed CRI-O leaves it).
-func unmountUnder(t *testing.T, dir string) {
+func (c *crio) close() error {
+	if c.conn != nil {
+		c.conn.Close()
+		c.conn = nil
+	}
+	if c.proc != nil {
+		c.proc.stop(15 * time.Second)
+	}
+	return unmountUnder(c.dir)
+}
+
+// unmountUnder unmounts what is still mounted below dir, deepest first.
+func unmountUnder(dir string) error {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
-		t.Errorf("unmount under %s: %v", dir, err)
-		return
+		return fmt.Errorf("unmount under %s: %w", dir, err)
 	}
 	defer f.Close()
 	var mounts []string
@@ -117,11 +117,13 @@ func unmountUnder(t *testing.T, dir string) {
 			mounts = append(mounts, fields[4])
 		}
 	}
+	var errs []error
 	for i := len(mounts) - 1; i >= 0; i-- {
 		if err := syscall.Unmount(mounts[i], syscall.MNT_DETACH); err != nil {
-			t.Errorf("unmount %s: %v", mounts[i], err)
+			errs = append(errs, fmt.Errorf("unmount %s: %w", mounts[i], err))
 		}
 	}
+	return errors.Join(errs...)
 }
 
 // TestCRIONames: in front of CRI-O, which answers PullImage with a digest reference in the
@@ -129,15 +131,19 @@ func unmountUnder(t *testing.T, dir string) {
 // original names in ImageStatus, ListImages and crictl, PullImage answers with its id, and
 // crictl rmi by an original name removes it from CRI-O.
 func TestCRIONames(t *testing.T) {
-	c := startCRIO(t)
+	rt := env.runtimes[1]
+	if rt.unavailable != nil {
+		t.Fatalf("no CRI-O to test in front of: %v", rt.unavailable)
+	}
+	rt.cleanImages(t)
 	// The proxy watches a mirror pull's progress through containerd's content service; CRI-O
 	// has none, and the proxy counts on the answer being Unimplemented to leave it alone.
 	ctx, cancel := callCtx()
 	defer cancel()
-	if _, err := contentapi.NewContentClient(c.conn).ListStatuses(ctx, &contentapi.ListStatusesRequest{}); status.Code(err) != codes.Unimplemented {
+	if _, err := contentapi.NewContentClient(env.crio.conn).ListStatuses(ctx, &contentapi.ListStatusesRequest{}); status.Code(err) != codes.Unimplemented {
 		t.Errorf("CRI-O's answer to containerd's content ListStatuses = %v, want Unimplemented", err)
 	}
-	p := startProxyWith(t, registriesConf(sourceRule("m1")), proxyOpts{runtimeSock: c.sock})
+	p := startProxyWith(t, registriesConf(sourceRule("m1")), proxyOpts{runtime: rt})
 	refs := []string{sourceHost + "/e2e/tags:1", sourceHost + "/e2e/tags:2"}
 	want := env.image("M:m1/e2e/tags:1")
 	id := store.IDKey(want.ID) // CRI-O's form of the id
@@ -188,7 +194,7 @@ func TestCRIONames(t *testing.T) {
 	if _, stderr, err := p.crictl("rmi", refs[0]); err != nil {
 		t.Fatalf("crictl rmi %s: %v %s", refs[0], err, stderr)
 	}
-	if c.has(t, id) {
+	if rt.has(t, id) {
 		t.Errorf("crictl rmi %s left image %s in CRI-O", refs[0], id)
 	}
 	for _, ref := range refs {

@@ -51,7 +51,7 @@ func TestRuntimeStops(t *testing.T) {
 	later := mustPushRandom(t, env.mirror.host+"/m1/e2e/outage/later:v1")
 	mustPushRandom(t, env.source.host+"/e2e/outage/later:v1")
 	p := startProxyWith(t, registriesConf(rule{prefix: sourceHost + "/e2e/outage", mirrors: []mirror{{location: env.mirrorLoc("m1") + "/e2e/outage"}}}),
-		proxyOpts{runtimeSock: ctd.sock})
+		proxyOpts{runtime: newContainerdRuntime(ctd)})
 	pid := p.proc.cmd.Process.Pid
 
 	ref := sourceHost + "/e2e/outage:v1"

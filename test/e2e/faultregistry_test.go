@@ -14,8 +14,6 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -331,16 +329,11 @@ func basicCreds(header string) string {
 
 // --- environment helpers ---------------------------------------------------------------------------
 
-// allowHost makes the shared containerd reach host at server (e.g. "http://127.0.0.1:PORT")
-// through a certs.d hosts.toml, as the harness does for its registries. containerd reads
-// certs.d at every pull, so no restart is needed. The test's cleanup removes the entry.
+// allowHost makes containerd c reach host at server (e.g. "http://127.0.0.1:PORT") until the
+// test ends (criRuntime.allowHost).
 func allowHost(t *testing.T, c *containerd, host, server string) {
 	t.Helper()
-	certs := testenv.ContainerdAt(c.dir).Certs
-	if err := testenv.WriteHost(certs, host, server); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(filepath.Join(certs, host)) })
+	newContainerdRuntime(c).allowHost(t, host, server)
 }
 
 // pushRandom pushes one new random image under every ref (full names, e.g.

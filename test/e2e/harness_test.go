@@ -33,8 +33,9 @@ const (
 	blockedHost = "blocked.test"
 )
 
-// env is the shared environment: one containerd, a mirror registry and a source registry,
-// images pushed once. Each test starts its own proxy in front of the shared containerd.
+// env is the shared environment: one containerd, one CRI-O, a mirror registry and a source
+// registry, images pushed once. Each test starts its own proxy in front of the shared
+// containerd, or in front of each runtime in turn (eachRuntime).
 var env *harness
 
 type harness struct {
@@ -45,6 +46,8 @@ type harness struct {
 	mirror     *registry // hosts the mirror repositories (m1, m2, dig, tag, hub, ...)
 	source     *registry // reached by containerd as source.test
 	ctd        *containerd
+	crio       *crio         // nil when CRI-O is not built; runtimes[1] says why
+	runtimes   []*criRuntime // containerd first, then CRI-O
 	proxyBin   string
 	proxyErr   error // why the proxy binary could not be built
 	pushed     map[string]testenv.Pushed
@@ -142,6 +145,7 @@ func setUp() (*harness, error) {
 		<-built
 		return h, err
 	}
+	h.runtimes = []*criRuntime{newContainerdRuntime(h.ctd), h.startSharedCRIO()}
 	if err = h.pushFixtures(); err != nil {
 		<-built
 		return h, fmt.Errorf("pushing test images: %w", err)
@@ -153,12 +157,29 @@ func setUp() (*harness, error) {
 	return h, nil
 }
 
+// startSharedCRIO starts the CRI-O the tests share. A CRI-O that is not built or does not
+// start fails the tests in front of it, not the environment: the containerd half still runs.
+func (h *harness) startSharedCRIO() *criRuntime {
+	c, err := h.startCRIO(filepath.Join(h.dir, "crio"))
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: WARNING: no CRI-O, the tests in front of it will fail: %v\n", err)
+		return &criRuntime{name: "crio", unavailable: err}
+	}
+	h.crio = c
+	return newCRIORuntime(c)
+}
+
 func (h *harness) closedURL() string { return fmt.Sprintf("http://127.0.0.1:%d", h.closedPort) }
 
 func (h *harness) tearDown() {
 	h.teardown.Do(func() {
 		if h.ctd != nil {
 			h.ctd.close()
+		}
+		if h.crio != nil {
+			if err := h.crio.close(); err != nil {
+				fmt.Fprintf(os.Stderr, "e2e: stopping CRI-O: %v\n", err)
+			}
 		}
 		for _, r := range []*registry{h.mirror, h.source} {
 			if r != nil {
@@ -180,6 +201,9 @@ func (h *harness) tearDown() {
 func (h *harness) dumpLogs() {
 	if h.ctd != nil && h.ctd.proc != nil {
 		fmt.Fprintf(os.Stderr, "\n----- containerd log (%s, last 60 lines) -----\n%s\n", h.ctd.proc.logPath, logTail(h.ctd.proc.logPath, 60))
+	}
+	if h.crio != nil {
+		fmt.Fprintf(os.Stderr, "\n----- crio log (%s, last 40 lines) -----\n%s\n", h.crio.proc.logPath, logTail(h.crio.proc.logPath, 40))
 	}
 	for _, r := range []*registry{h.mirror, h.source} {
 		if r != nil && r.proc != nil {
@@ -277,6 +301,13 @@ func (r *registry) manifestRequests(repo string) int {
 		}
 	}
 	return n
+}
+
+// manifestRequestsFrom returns a counter of the manifest requests for repo made after this
+// call: the tests that run in front of each runtime ask the same repositories once per runtime.
+func (r *registry) manifestRequestsFrom(repo string) func() int {
+	before := r.manifestRequests(repo)
+	return func() int { return r.manifestRequests(repo) - before }
 }
 
 // containerd runs with its own config, root, state and socket; registries are configured only

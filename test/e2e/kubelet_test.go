@@ -328,7 +328,7 @@ func startKubeletNode(t *testing.T, bin string) *kubeletNode {
 		t.Fatal(err)
 	}
 	t.Cleanup(k.tearDown) // registered first: runs after the proxy's own cleanup
-	k.proxy = startProxyWith(t, kubeletRules(), proxyOpts{runtimeSock: k.ctd.sock})
+	k.proxy = startProxyWith(t, kubeletRules(), proxyOpts{runtime: newContainerdRuntime(k.ctd)})
 	t.Cleanup(k.stopKubelet) // runs first
 	return k
 }
@@ -470,7 +470,9 @@ func (k *kubeletNode) tearDown() {
 	if k.ctd != nil {
 		k.ctd.close()
 	}
-	unmountUnder(k.t, k.dir)
+	if err := unmountUnder(k.dir); err != nil {
+		k.t.Error(err)
+	}
 	k.cleanHostPaths()
 }
 

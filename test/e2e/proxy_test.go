@@ -25,8 +25,8 @@ import (
 	"github.com/cri-mirror-proxy/cri-mirror-proxy/test/testenv"
 )
 
-// proxy is one cri-mirror-proxy instance in front of the shared containerd, with its own
-// registries.conf, state dir, socket and metrics port.
+// proxy is one cri-mirror-proxy instance in front of a runtime (the shared containerd unless
+// the test says otherwise), with its own registries.conf, state dir, socket and metrics port.
 type proxy struct {
 	t           *testing.T
 	dir         string
@@ -36,6 +36,7 @@ type proxy struct {
 	stateDir    string
 	metricsAddr string
 	opts        proxyOpts
+	runtime     *criRuntime
 	proc        *process
 	conn        *grpc.ClientConn
 	img         runtimeapi.ImageServiceClient
@@ -44,8 +45,8 @@ type proxy struct {
 
 // proxyOpts are the settings of a proxy that differ from the usual test proxy.
 type proxyOpts struct {
-	runtimeSock string   // CRI socket of the runtime; default the shared containerd's
-	args        []string // extra flags of serve, after the usual ones (a repeated flag wins)
+	runtime *criRuntime // the runtime behind the proxy; default the shared containerd
+	args    []string    // extra flags of serve, after the usual ones (a repeated flag wins)
 }
 
 // startProxy starts a proxy with registries.conf content conf. The test's cleanup stops it and
@@ -53,6 +54,12 @@ type proxyOpts struct {
 func startProxy(t *testing.T, conf string) *proxy {
 	t.Helper()
 	return startProxyWith(t, conf, proxyOpts{})
+}
+
+// startProxyOn starts a proxy in front of the runtime rt.
+func startProxyOn(t *testing.T, rt *criRuntime, conf string) *proxy {
+	t.Helper()
+	return startProxyWith(t, conf, proxyOpts{runtime: rt})
 }
 
 // startProxyWith is startProxy with other settings.
@@ -71,6 +78,10 @@ func startProxyWith(t *testing.T, conf string, opts proxyOpts) *proxy {
 		confDir:  filepath.Join(dir, "registries.conf.d"),
 		stateDir: filepath.Join(dir, "state"),
 		opts:     opts,
+		runtime:  opts.runtime,
+	}
+	if p.runtime == nil {
+		p.runtime = env.containerdRuntime()
 	}
 	for _, d := range []string{p.confDir, p.stateDir} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -106,13 +117,9 @@ func (p *proxy) start() {
 		t.Fatal(err)
 	}
 	p.metricsAddr = fmt.Sprintf("127.0.0.1:%d", port)
-	runtimeSock := env.ctd.sock
-	if p.opts.runtimeSock != "" {
-		runtimeSock = p.opts.runtimeSock
-	}
 	args := []string{env.proxyBin, "serve",
 		"--listen", "unix://" + p.sock,
-		"--runtime-endpoint", "unix://" + runtimeSock,
+		"--runtime-endpoint", "unix://" + p.runtime.sock,
 		"--registries-conf", p.conf,
 		"--registries-conf-dir", p.confDir,
 		"--state-dir", p.stateDir,
@@ -199,7 +206,7 @@ func (p *proxy) reload(conf string) {
 
 func (p *proxy) dumpLog() {
 	p.t.Logf("----- proxy log %s (last 120 lines) -----\n%s", p.logPath(), logTail(p.logPath(), 120))
-	p.t.Logf("----- containerd log (last 30 lines) -----\n%s", logTail(env.ctd.proc.logPath, 30))
+	p.t.Logf("----- %s log (last 30 lines) -----\n%s", p.runtime.name, logTail(p.runtime.logPath, 30))
 }
 
 func (p *proxy) get(path string) (string, error) {
@@ -246,15 +253,15 @@ func (p *proxy) pull(ref string) (string, error) {
 	return resp.GetImageRef(), nil
 }
 
-// mustPull pulls ref and checks that the returned image ref is the id of want.
+// mustPull pulls ref and checks that the returned image ref is the runtime's id of want.
 func (p *proxy) mustPull(ref string, want pushedImage) string {
 	p.t.Helper()
 	id, err := p.pull(ref)
 	if err != nil {
 		p.t.Fatalf("PullImage(%s) through the proxy: %v", ref, err)
 	}
-	if id != want.ID {
-		p.t.Fatalf("PullImage(%s) = %s, want %s (the image pushed to the candidate that should serve it)", ref, id, want.ID)
+	if wantID := p.runtime.id(want); id != wantID {
+		p.t.Fatalf("PullImage(%s) = %s, want %s (the image pushed to the candidate that should serve it)", ref, id, wantID)
 	}
 	return id
 }
@@ -323,43 +330,17 @@ func (p *proxy) resolve(ref string) []string {
 	return refs
 }
 
-// --- containerd directly -----------------------------------------------------------------------
+// --- the shared containerd directly -------------------------------------------------------------
 
-// resetImages removes every image from containerd (directly, not through a proxy), so each
-// test starts from an empty image store.
-func resetImages(t *testing.T) {
-	t.Helper()
-	ctx, cancel := callCtx()
-	defer cancel()
-	resp, err := env.ctd.img.ListImages(ctx, &runtimeapi.ListImagesRequest{})
-	if err != nil {
-		t.Fatalf("ListImages on containerd: %v", err)
-	}
-	for _, img := range resp.GetImages() {
-		if _, err := env.ctd.img.RemoveImage(ctx, &runtimeapi.RemoveImageRequest{Image: &runtimeapi.ImageSpec{Image: img.GetId()}}); err != nil {
-			t.Fatalf("RemoveImage(%s) on containerd: %v", img.GetId(), err)
-		}
-	}
-}
+// resetImages removes every image from the shared containerd (directly, not through a proxy).
+func resetImages(t *testing.T) { env.containerdRuntime().reset(t) }
 
-// runtimeHasImage reports whether containerd itself still has the image id.
-func runtimeHasImage(t *testing.T, id string) bool {
-	t.Helper()
-	ctx, cancel := callCtx()
-	defer cancel()
-	resp, err := env.ctd.img.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: id}})
-	if err != nil {
-		t.Fatalf("ImageStatus(%s) on containerd: %v", id, err)
-	}
-	return resp.GetImage() != nil
-}
+// runtimeHasImage reports whether the shared containerd itself still has the image id.
+func runtimeHasImage(t *testing.T, id string) bool { return env.containerdRuntime().has(t, id) }
 
-// cleanImages is the usual start of a test: an empty image store now and after the test.
-func cleanImages(t *testing.T) {
-	t.Helper()
-	resetImages(t)
-	t.Cleanup(func() { resetImages(t) })
-}
+// cleanImages is the usual start of a test in front of the shared containerd: an empty image
+// store now and after the test.
+func cleanImages(t *testing.T) { env.containerdRuntime().cleanImages(t) }
 
 // --- assertions ----------------------------------------------------------------------------------
 

@@ -15,56 +15,58 @@ import (
 // TestPullServedByMirror: a tag pull is served by the mirror, the source is not asked, and the
 // image shows under its original name only, whichever way one looks at it.
 func TestPullServedByMirror(t *testing.T) {
-	cleanImages(t)
-	p := startProxy(t, registriesConf(sourceRule("m1")))
-	ref := sourceHost + "/e2e/mirrored:v1"
-	want := env.image("M:m1/e2e/mirrored:v1")
+	eachRuntime(t, func(t *testing.T, rt *criRuntime) {
+		p := startProxyOn(t, rt, registriesConf(sourceRule("m1")))
+		ref := sourceHost + "/e2e/mirrored:v1"
+		want := env.image("M:m1/e2e/mirrored:v1")
 
-	wantCands := []string{env.mirrorLoc("m1") + "/e2e/mirrored:v1", ref}
-	if got := p.resolve(ref); strings.Join(got, " ") != strings.Join(wantCands, " ") {
-		t.Errorf("resolve %s = %q, want %q", ref, got, wantCands)
-	}
+		wantCands := []string{env.mirrorLoc("m1") + "/e2e/mirrored:v1", ref}
+		if got := p.resolve(ref); strings.Join(got, " ") != strings.Join(wantCands, " ") {
+			t.Errorf("resolve %s = %q, want %q", ref, got, wantCands)
+		}
 
-	id := p.mustPull(ref, want)
-	if n := env.mirror.manifestRequests("m1/e2e/mirrored"); n == 0 {
-		t.Errorf("the mirror registry got no manifest request for m1/e2e/mirrored")
-	}
-	if n := env.source.manifestRequests("e2e/mirrored"); n != 0 {
-		t.Errorf("the source registry got %d manifest requests for e2e/mirrored; the mirror had the image", n)
-	}
+		mirrorAsked := env.mirror.manifestRequestsFrom("m1/e2e/mirrored")
+		id := p.mustPull(ref, want)
+		if mirrorAsked() == 0 {
+			t.Errorf("the mirror registry got no manifest request for m1/e2e/mirrored")
+		}
+		if n := env.source.manifestRequests("e2e/mirrored"); n != 0 {
+			t.Errorf("the source registry got %d manifest requests for e2e/mirrored; the mirror had the image", n)
+		}
 
-	checkNames(t, "ImageStatus(original)", p.status(ref), []string{ref}, want.Digest)
-	checkNames(t, "ImageStatus(id)", p.status(id), []string{ref}, want.Digest)
-	checkNames(t, "ImageStatus(original@digest)", p.status(testenv.MustRepository(ref)+"@"+want.Digest), []string{ref}, want.Digest)
-	list := p.list()
-	checkNames(t, "ListImages", findImage(list, id), []string{ref}, want.Digest)
-	for _, img := range list {
-		checkNoMirrorName(t, "ListImages", img)
-	}
+		checkNames(t, "ImageStatus(original)", p.status(ref), []string{ref}, want.Digest)
+		checkNames(t, "ImageStatus(id)", p.status(id), []string{ref}, want.Digest)
+		checkNames(t, "ImageStatus(original@digest)", p.status(testenv.MustRepository(ref)+"@"+want.Digest), []string{ref}, want.Digest)
+		list := p.list()
+		checkNames(t, "ListImages", findImage(list, id), []string{ref}, want.Digest)
+		for _, img := range list {
+			checkNoMirrorName(t, "ListImages", img)
+		}
 
-	// crictl: JSON and table output, and inspecti.
-	var found bool
-	for _, img := range p.crictlImages() {
-		if img.ID == id {
-			found = true
-			if strings.Join(img.RepoTags, ",") != ref {
-				t.Errorf("crictl images -o json: repoTags = %q, want [%s]", img.RepoTags, ref)
+		// crictl: JSON and table output, and inspecti.
+		var found bool
+		for _, img := range p.crictlImages() {
+			if img.ID == id {
+				found = true
+				if strings.Join(img.RepoTags, ",") != ref {
+					t.Errorf("crictl images -o json: repoTags = %q, want [%s]", img.RepoTags, ref)
+				}
 			}
 		}
-	}
-	if !found {
-		t.Errorf("crictl images -o json does not list %s", id)
-	}
-	table := p.mustCrictl("images")
-	if !hasImageRow(table, testenv.MustRepository(ref), "v1") {
-		t.Errorf("crictl images has no row %s v1:\n%s", testenv.MustRepository(ref), table)
-	}
-	if strings.Contains(table, env.mirror.host) {
-		t.Errorf("crictl images shows the mirror registry %s:\n%s", env.mirror.host, table)
-	}
-	if ins := p.crictlInspect(ref); strings.Join(ins.RepoTags, ",") != ref || ins.ID != id {
-		t.Errorf("crictl inspecti %s: id %s repoTags %q, want %s [%s]", ref, ins.ID, ins.RepoTags, id, ref)
-	}
+		if !found {
+			t.Errorf("crictl images -o json does not list %s", id)
+		}
+		table := p.mustCrictl("images")
+		if !hasImageRow(table, testenv.MustRepository(ref), "v1") {
+			t.Errorf("crictl images has no row %s v1:\n%s", testenv.MustRepository(ref), table)
+		}
+		if strings.Contains(table, env.mirror.host) {
+			t.Errorf("crictl images shows the mirror registry %s:\n%s", env.mirror.host, table)
+		}
+		if ins := p.crictlInspect(ref); strings.Join(ins.RepoTags, ",") != ref || ins.ID != id {
+			t.Errorf("crictl inspecti %s: id %s repoTags %q, want %s [%s]", ref, ins.ID, ins.RepoTags, id, ref)
+		}
+	})
 }
 
 // hasImageRow reports whether `crictl images` table output has a row IMAGE TAG.

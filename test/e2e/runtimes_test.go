@@ -1,0 +1,130 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"testing"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/cri-mirror-proxy/cri-mirror-proxy/store"
+	"github.com/cri-mirror-proxy/cri-mirror-proxy/test/testenv"
+)
+
+// criRuntime is a CRI runtime the proxy is tested in front of: the shared containerd or the
+// shared CRI-O. The tests of the proxy's own behaviour run once in front of each (eachRuntime);
+// what the runtimes do differently is said here, so that a test states one expectation.
+type criRuntime struct {
+	name        string // the subtest name: "containerd" or "crio"
+	sock        string
+	img         runtimeapi.ImageServiceClient
+	logPath     string
+	unavailable error // why the runtime is not there (CRI-O not built); its subtests fail with it
+
+	// bareIDs: image ids are bare hex (CRI-O), not sha256:<hex> (containerd).
+	bareIDs bool
+	// certsDir is containerd's certs.d, where a registry host is made reachable. CRI-O has
+	// none to write: it reaches any 127.0.0.1 registry over plain HTTP by itself.
+	certsDir string
+	// pullLine matches the line the runtime logs for each PullImage it receives; its group
+	// is the reference asked for.
+	pullLine *regexp.Regexp
+	// filtersList: ListImages honours its filter (CRI-O); containerd answers every image.
+	filtersList bool
+}
+
+// The two runtimes' PullImage log lines (containerd: msg="PullImage \"REF\"", and a second
+// line with what it returns; CRI-O: msg="Pulling image: REF").
+var (
+	containerdPullLine = regexp.MustCompile(`msg="PullImage \\"([^"\\]+)\\""`)
+	crioPullLine       = regexp.MustCompile(`msg="Pulling image: ([^"]+)"`)
+)
+
+func newContainerdRuntime(c *containerd) *criRuntime {
+	return &criRuntime{name: "containerd", sock: c.sock, img: c.img, logPath: c.proc.logPath,
+		certsDir: testenv.ContainerdAt(c.dir).Certs, pullLine: containerdPullLine}
+}
+
+func newCRIORuntime(c *crio) *criRuntime {
+	return &criRuntime{name: "crio", sock: c.sock, img: c.img, logPath: c.proc.logPath,
+		bareIDs: true, pullLine: crioPullLine, filtersList: true}
+}
+
+// containerdRuntime is the shared containerd, the runtime of the tests that are not run on
+// each runtime.
+func (h *harness) containerdRuntime() *criRuntime { return h.runtimes[0] }
+
+// eachRuntime runs test as a subtest in front of each runtime, each beginning and ending with
+// an empty image store on its runtime.
+func eachRuntime(t *testing.T, test func(t *testing.T, rt *criRuntime)) {
+	t.Helper()
+	for _, rt := range env.runtimes {
+		t.Run(rt.name, func(t *testing.T) {
+			if rt.unavailable != nil {
+				t.Fatalf("no %s to test in front of: %v", rt.name, rt.unavailable)
+			}
+			rt.cleanImages(t)
+			test(t, rt)
+		})
+	}
+}
+
+// id is the image id the runtime reports for a pushed image.
+func (rt *criRuntime) id(p pushedImage) string {
+	if rt.bareIDs {
+		return store.IDKey(p.ID)
+	}
+	return p.ID
+}
+
+// reset removes every image from the runtime (directly, not through a proxy).
+func (rt *criRuntime) reset(t *testing.T) {
+	t.Helper()
+	ctx, cancel := callCtx()
+	defer cancel()
+	resp, err := rt.img.ListImages(ctx, &runtimeapi.ListImagesRequest{})
+	if err != nil {
+		t.Fatalf("ListImages on %s: %v", rt.name, err)
+	}
+	for _, img := range resp.GetImages() {
+		if _, err := rt.img.RemoveImage(ctx, &runtimeapi.RemoveImageRequest{Image: &runtimeapi.ImageSpec{Image: img.GetId()}}); err != nil {
+			t.Fatalf("RemoveImage(%s) on %s: %v", img.GetId(), rt.name, err)
+		}
+	}
+}
+
+// cleanImages empties the runtime's image store now and after the test.
+func (rt *criRuntime) cleanImages(t *testing.T) {
+	t.Helper()
+	rt.reset(t)
+	t.Cleanup(func() { rt.reset(t) })
+}
+
+// has reports whether the runtime itself has the image id.
+func (rt *criRuntime) has(t *testing.T, id string) bool {
+	t.Helper()
+	ctx, cancel := callCtx()
+	defer cancel()
+	resp, err := rt.img.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: id}})
+	if err != nil {
+		t.Fatalf("ImageStatus(%s) on %s: %v", id, rt.name, err)
+	}
+	return resp.GetImage() != nil
+}
+
+// allowHost makes the runtime reach host at server (e.g. "http://127.0.0.1:PORT"), as the
+// harness does for its registries, until the test ends. containerd reads certs.d at every
+// pull, so no restart is needed.
+func (rt *criRuntime) allowHost(t *testing.T, host, server string) {
+	t.Helper()
+	if rt.certsDir == "" {
+		return
+	}
+	if err := testenv.WriteHost(rt.certsDir, host, server); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(filepath.Join(rt.certsDir, host)) })
+}

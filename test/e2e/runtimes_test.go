@@ -34,6 +34,9 @@ type criRuntime struct {
 	pullLine *regexp.Regexp
 	// filtersList: ListImages honours its filter (CRI-O); containerd answers every image.
 	filtersList bool
+	// instanceDigests: after a pull by an index, repo_digests name the index and the
+	// platform's manifest (CRI-O); containerd names the index only.
+	instanceDigests bool
 }
 
 // The two runtimes' PullImage log lines (containerd: msg="PullImage \"REF\"", and a second
@@ -50,7 +53,7 @@ func newContainerdRuntime(c *containerd) *criRuntime {
 
 func newCRIORuntime(c *crio) *criRuntime {
 	return &criRuntime{name: "crio", sock: c.sock, img: c.img, logPath: c.proc.logPath,
-		bareIDs: true, pullLine: crioPullLine, filtersList: true}
+		bareIDs: true, pullLine: crioPullLine, filtersList: true, instanceDigests: true}
 }
 
 // containerdRuntime is the shared containerd, the runtime of the tests that are not run on

@@ -20,8 +20,9 @@ const Arch = runtime.GOARCH
 
 // Pushed is what a runtime reports for a pushed image.
 type Pushed struct {
-	ID     string // config digest: the CRI image id (for an index: of the Arch image)
-	Digest string // digest of the pushed manifest or index: the digest in repo_digests
+	ID       string // config digest: the CRI image id (for an index: of the Arch image)
+	Digest   string // digest of the pushed manifest or index: the digest in repo_digests
+	Instance string // for an index: digest of the Arch image's manifest; "" for an image
 }
 
 // User sets the config's User ("1002", "www-data:users", ...).
@@ -131,7 +132,7 @@ func Describe(t remote.Taggable) (Pushed, error) {
 			if err != nil {
 				return Pushed{}, err
 			}
-			return Pushed{ID: id.String(), Digest: dg.String()}, nil
+			return Pushed{ID: id.String(), Digest: dg.String(), Instance: d.Digest.String()}, nil
 		}
 		return Pushed{}, fmt.Errorf("index %s has no linux/%s image", dg, Arch)
 	}

@@ -266,6 +266,21 @@ func (p *proxy) mustPull(ref string, want pushedImage) string {
 	return id
 }
 
+// mustPullFromSource pulls ref, which the source registry serves with want, and checks the
+// answer: the runtime's own, as no mirror name is there to hide (criRuntime.sourceAnswer). It
+// returns the runtime's id of want.
+func (p *proxy) mustPullFromSource(ref string, want pushedImage) string {
+	p.t.Helper()
+	got, err := p.pull(ref)
+	if err != nil {
+		p.t.Fatalf("PullImage(%s) through the proxy: %v", ref, err)
+	}
+	if wantRef := p.runtime.sourceAnswer(ref, want); got != wantRef {
+		p.t.Fatalf("PullImage(%s) = %s, want %s (%s's answer for the image the source serves)", ref, got, wantRef, p.runtime.name)
+	}
+	return p.runtime.id(want)
+}
+
 // status returns ImageStatus(ref), nil when the runtime does not have it.
 func (p *proxy) status(ref string) *runtimeapi.Image {
 	p.t.Helper()
@@ -331,9 +346,6 @@ func (p *proxy) resolve(ref string) []string {
 }
 
 // --- the shared containerd directly -------------------------------------------------------------
-
-// resetImages removes every image from the shared containerd (directly, not through a proxy).
-func resetImages(t *testing.T) { env.containerdRuntime().reset(t) }
 
 // runtimeHasImage reports whether the shared containerd itself still has the image id.
 func runtimeHasImage(t *testing.T, id string) bool { return env.containerdRuntime().has(t, id) }

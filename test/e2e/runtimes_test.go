@@ -34,6 +34,10 @@ type criRuntime struct {
 	pullLine *regexp.Regexp
 	// filtersList: ListImages honours its filter (CRI-O); containerd answers every image.
 	filtersList bool
+	// digestRefs: PullImage answers with a digest reference in the repository pulled
+	// (CRI-O), not the image id (containerd). The proxy answers a mirror pull with the id
+	// whatever the runtime, and a pull the source served as the runtime does.
+	digestRefs bool
 	// instanceDigests: after a pull by an index, repo_digests name the index and the
 	// platform's manifest (CRI-O); containerd names the index only.
 	instanceDigests bool
@@ -53,7 +57,7 @@ func newContainerdRuntime(c *containerd) *criRuntime {
 
 func newCRIORuntime(c *crio) *criRuntime {
 	return &criRuntime{name: "crio", sock: c.sock, img: c.img, logPath: c.proc.logPath,
-		bareIDs: true, pullLine: crioPullLine, filtersList: true, instanceDigests: true}
+		bareIDs: true, digestRefs: true, pullLine: crioPullLine, filtersList: true, instanceDigests: true}
 }
 
 // containerdRuntime is the shared containerd, the runtime of the tests that are not run on
@@ -81,6 +85,14 @@ func (rt *criRuntime) id(p pushedImage) string {
 		return store.IDKey(p.ID)
 	}
 	return p.ID
+}
+
+// sourceAnswer is what PullImage of ref answers when the source registry serves want.
+func (rt *criRuntime) sourceAnswer(ref string, want pushedImage) string {
+	if rt.digestRefs {
+		return testenv.MustRepository(ref) + "@" + want.Digest
+	}
+	return rt.id(want)
 }
 
 // reset removes every image from the runtime (directly, not through a proxy).
@@ -130,4 +142,24 @@ func (rt *criRuntime) allowHost(t *testing.T, host, server string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(filepath.Join(rt.certsDir, host)) })
+}
+
+// pulls returns the references of every PullImage the runtime has logged, in order.
+func (rt *criRuntime) pulls() []string {
+	var refs []string
+	for _, m := range rt.pullLine.FindAllStringSubmatch(readFile(rt.logPath), -1) {
+		refs = append(refs, m[1])
+	}
+	return refs
+}
+
+// countPulls counts the logged pulls whose reference satisfies match.
+func (rt *criRuntime) countPulls(match func(ref string) bool) int {
+	n := 0
+	for _, ref := range rt.pulls() {
+		if match(ref) {
+			n++
+		}
+	}
+	return n
 }

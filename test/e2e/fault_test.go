@@ -385,98 +385,106 @@ func hasLogLine(log string, parts ...string) bool {
 // is counted with a result other than success, and no alias points at the broken mirror's
 // image. Each case has its own proxy, so the circuit breaker of one does not affect another.
 func TestFaultyMirror(t *testing.T) {
-	cleanImages(t)
-	cases := []struct {
-		name   string
-		reason string // cri_mirror_pull_attempt_failures_total reason of the faulty mirror's attempt
-		fault  func(r *http.Request) fault
-	}{
-		{"manifests answer 500", "server_error", func(r *http.Request) fault {
-			if isManifest(r) {
-				return faultStatus500
-			}
-			return faultNone
-		}},
-		{"connection closed mid-blob", "connection", func(r *http.Request) fault {
-			if isBlob(r) && r.Method == http.MethodGet {
-				return faultCutBody
-			}
-			return faultNone
-		}},
-		{"manifest bytes do not match the digest", "bad_content", func(r *http.Request) fault {
-			if isManifest(r) && r.Method == http.MethodGet {
-				return faultTamper
-			}
-			return faultNone
-		}},
-		{"blob bytes do not match the digest", "bad_content", func(r *http.Request) fault {
-			if isBlob(r) && r.Method == http.MethodGet {
-				return faultTamper
-			}
-			return faultNone
-		}},
-		{"connection closed without an answer", "connection", func(r *http.Request) fault {
-			if isManifest(r) {
-				return faultCloseNoReply
-			}
-			return faultNone
-		}},
-	}
-	const attempts = "cri_mirror_pull_attempts_total"
-	for i, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			repo := fmt.Sprintf("e2e/fault-%d", i)
-			bad := mustPushRandom(t, env.mirror.host+"/m1/"+repo+":v1")
-			good := mustPushRandom(t, env.mirror.host+"/m2/"+repo+":v1")
-			front := newRegistryFront(t, env.mirror.host)
-			front.faultFor = tc.fault
-			allowHost(t, env.ctd, front.host, "http://"+front.host)
-			faulty, goodLoc := front.host+"/m1/"+repo, env.mirrorLoc("m2")+"/"+repo
-			p := startProxy(t, registriesConf(rule{prefix: sourceHost + "/" + repo, mirrors: []mirror{{location: faulty}, {location: goodLoc}}}))
-			p.t = t
-			ref := sourceHost + "/" + repo + ":v1"
-
-			id, err := p.pull(ref)
-			if err != nil {
-				t.Fatalf("PullImage(%s): %s; want it served by the second mirror\nfaulty mirror requests:\n%s", ref, grpcMessage(err), front.dump(30))
-			}
-			if id != good.ID {
-				t.Fatalf("PullImage(%s) = %s, want %s (the good mirror's image); the faulty mirror's is %s\n%s", ref, id, good.ID, bad.ID, front.dump(30))
-			}
-			checkNames(t, "ImageStatus(original)", p.status(ref), []string{ref}, good.Digest)
-			if runtimeHasImage(t, bad.ID) {
-				t.Errorf("containerd has the faulty mirror's image %s", bad.ID)
-			}
-			for _, img := range p.list() {
-				if img.GetId() == bad.ID {
-					t.Errorf("ListImages through the proxy shows the faulty mirror's image %s as %q", bad.ID, img.GetRepoTags())
+	eachRuntime(t, func(t *testing.T, rt *criRuntime) {
+		// A tampered manifest pulled by tag: containerd checks it against the digest the
+		// registry announced; CRI-O takes the bytes it got and fails on a blob they name
+		// that the registry does not have.
+		tamperedManifest := "bad_content"
+		if !rt.checksTagManifest {
+			tamperedManifest = "other"
+		}
+		cases := []struct {
+			name   string
+			reason string // cri_mirror_pull_attempt_failures_total reason of the faulty mirror's attempt
+			fault  func(r *http.Request) fault
+		}{
+			{"manifests answer 500", "server_error", func(r *http.Request) fault {
+				if isManifest(r) {
+					return faultStatus500
 				}
-				for _, n := range append(img.GetRepoTags(), img.GetRepoDigests()...) {
-					if strings.Contains(n, front.host) {
-						t.Errorf("ListImages through the proxy shows a name of the faulty mirror: %s", n)
+				return faultNone
+			}},
+			{"connection closed mid-blob", "connection", func(r *http.Request) fault {
+				if isBlob(r) && r.Method == http.MethodGet {
+					return faultCutBody
+				}
+				return faultNone
+			}},
+			{"manifest bytes do not match the digest", tamperedManifest, func(r *http.Request) fault {
+				if isManifest(r) && r.Method == http.MethodGet {
+					return faultTamper
+				}
+				return faultNone
+			}},
+			{"blob bytes do not match the digest", "bad_content", func(r *http.Request) fault {
+				if isBlob(r) && r.Method == http.MethodGet {
+					return faultTamper
+				}
+				return faultNone
+			}},
+			{"connection closed without an answer", "connection", func(r *http.Request) fault {
+				if isManifest(r) {
+					return faultCloseNoReply
+				}
+				return faultNone
+			}},
+		}
+		const attempts = "cri_mirror_pull_attempts_total"
+		for i, tc := range cases {
+			t.Run(tc.name, func(t *testing.T) {
+				repo := fmt.Sprintf("e2e/fault-%d", i)
+				bad := mustPushRandom(t, env.mirror.host+"/m1/"+repo+":v1")
+				good := mustPushRandom(t, env.mirror.host+"/m2/"+repo+":v1")
+				front := newRegistryFront(t, env.mirror.host)
+				front.faultFor = tc.fault
+				rt.allowHost(t, front.host, "http://"+front.host)
+				faulty, goodLoc := front.host+"/m1/"+repo, env.mirrorLoc("m2")+"/"+repo
+				p := startProxyOn(t, rt, registriesConf(rule{prefix: sourceHost + "/" + repo, mirrors: []mirror{{location: faulty}, {location: goodLoc}}}))
+				p.t = t
+				ref := sourceHost + "/" + repo + ":v1"
+
+				id, err := p.pull(ref)
+				if err != nil {
+					t.Fatalf("PullImage(%s): %s; want it served by the second mirror\nfaulty mirror requests:\n%s", ref, grpcMessage(err), front.dump(30))
+				}
+				if id != rt.id(good) {
+					t.Fatalf("PullImage(%s) = %s, want %s (the good mirror's image); the faulty mirror's is %s\n%s", ref, id, rt.id(good), rt.id(bad), front.dump(30))
+				}
+				checkNames(t, "ImageStatus(original)", p.status(ref), []string{ref}, good.Digest)
+				if rt.has(t, rt.id(bad)) {
+					t.Errorf("%s has the faulty mirror's image %s", rt.name, rt.id(bad))
+				}
+				for _, img := range p.list() {
+					if img.GetId() == rt.id(bad) {
+						t.Errorf("ListImages through the proxy shows the faulty mirror's image %s as %q", rt.id(bad), img.GetRepoTags())
+					}
+					for _, n := range append(img.GetRepoTags(), img.GetRepoDigests()...) {
+						if strings.Contains(n, front.host) {
+							t.Errorf("ListImages through the proxy shows a name of the faulty mirror: %s", n)
+						}
 					}
 				}
-			}
 
-			m := p.metrics()
-			if n := m.Failed(attempts, map[string]string{"mirror": faulty}); n < 1 {
-				t.Errorf("no attempt on the faulty mirror counted with a result other than success\n%s", m.Dump("cri_mirror_pull_attempts"))
-			}
-			if n := m.Sum(attempts, map[string]string{"mirror": faulty, "result": "success"}); n != 0 {
-				t.Errorf("%v attempts on the faulty mirror counted as success\n%s", n, m.Dump("cri_mirror_pull_attempts"))
-			}
-			if n := m.Sum(attempts, map[string]string{"mirror": goodLoc, "result": "success"}); n != 1 {
-				t.Errorf("successful attempts on the good mirror = %v, want 1\n%s", n, m.Dump("cri_mirror_pull_attempts"))
-			}
-			if n := m.Sum(attempts, map[string]string{"mirror": "source"}); n != 0 {
-				t.Errorf("the source was tried (%v attempts); the second mirror had the image", n)
-			}
-			failures := "cri_mirror_pull_attempt_failures_total"
-			if n := m.Sum(failures, map[string]string{"mirror": faulty, "reason": tc.reason}); n != 1 {
-				t.Errorf("failures of the faulty mirror with reason %s = %v, want 1\n%s", tc.reason, n, m.Dump(failures))
-			}
-		})
-	}
+				m := p.metrics()
+				if n := m.Failed(attempts, map[string]string{"mirror": faulty}); n < 1 {
+					t.Errorf("no attempt on the faulty mirror counted with a result other than success\n%s", m.Dump("cri_mirror_pull_attempts"))
+				}
+				if n := m.Sum(attempts, map[string]string{"mirror": faulty, "result": "success"}); n != 0 {
+					t.Errorf("%v attempts on the faulty mirror counted as success\n%s", n, m.Dump("cri_mirror_pull_attempts"))
+				}
+				if n := m.Sum(attempts, map[string]string{"mirror": goodLoc, "result": "success"}); n != 1 {
+					t.Errorf("successful attempts on the good mirror = %v, want 1\n%s", n, m.Dump("cri_mirror_pull_attempts"))
+				}
+				if n := m.Sum(attempts, map[string]string{"mirror": "source"}); n != 0 {
+					t.Errorf("the source was tried (%v attempts); the second mirror had the image", n)
+				}
+				failures := "cri_mirror_pull_attempt_failures_total"
+				if n := m.Sum(failures, map[string]string{"mirror": faulty, "reason": tc.reason}); n != 1 {
+					t.Errorf("failures of the faulty mirror with reason %s = %v, want 1\n%s", tc.reason, n, m.Dump(failures))
+				}
+			})
+		}
+	})
 }
 
 // TestSigtermDuringPulls (item 5): SIGTERM while pulls through a slow mirror are in flight.

@@ -347,9 +347,6 @@ func (p *proxy) resolve(ref string) []string {
 
 // --- the shared containerd directly -------------------------------------------------------------
 
-// runtimeHasImage reports whether the shared containerd itself still has the image id.
-func runtimeHasImage(t *testing.T, id string) bool { return env.containerdRuntime().has(t, id) }
-
 // cleanImages is the usual start of a test in front of the shared containerd: an empty image
 // store now and after the test.
 func cleanImages(t *testing.T) { env.containerdRuntime().cleanImages(t) }

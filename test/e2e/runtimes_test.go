@@ -34,6 +34,9 @@ type criRuntime struct {
 	pullLine *regexp.Regexp
 	// filtersList: ListImages honours its filter (CRI-O); containerd answers every image.
 	filtersList bool
+	// checksTagManifest: a manifest pulled by tag is checked against the digest the
+	// registry announces (containerd); CRI-O takes the bytes it gets.
+	checksTagManifest bool
 	// digestRefs: PullImage answers with a digest reference in the repository pulled
 	// (CRI-O), not the image id (containerd). The proxy answers a mirror pull with the id
 	// whatever the runtime, and a pull the source served as the runtime does.
@@ -52,7 +55,7 @@ var (
 
 func newContainerdRuntime(c *containerd) *criRuntime {
 	return &criRuntime{name: "containerd", sock: c.sock, img: c.img, logPath: c.proc.logPath,
-		certsDir: testenv.ContainerdAt(c.dir).Certs, pullLine: containerdPullLine}
+		certsDir: testenv.ContainerdAt(c.dir).Certs, pullLine: containerdPullLine, checksTagManifest: true}
 }
 
 func newCRIORuntime(c *crio) *criRuntime {
@@ -128,6 +131,16 @@ func (rt *criRuntime) has(t *testing.T, id string) bool {
 		t.Fatalf("ImageStatus(%s) on %s: %v", id, rt.name, err)
 	}
 	return resp.GetImage() != nil
+}
+
+// remove removes the image id straight at the runtime, behind the proxy's back.
+func (rt *criRuntime) remove(t *testing.T, id string) {
+	t.Helper()
+	ctx, cancel := callCtx()
+	defer cancel()
+	if _, err := rt.img.RemoveImage(ctx, &runtimeapi.RemoveImageRequest{Image: &runtimeapi.ImageSpec{Image: id}}); err != nil {
+		t.Fatalf("RemoveImage(%s) straight at %s: %v", id, rt.name, err)
+	}
 }
 
 // allowHost makes the runtime reach host at server (e.g. "http://127.0.0.1:PORT"), as the

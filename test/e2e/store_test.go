@@ -10,8 +10,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
 // TestAliasStoreLost (issue 15 item 1): the alias database is damaged the way a torn write
@@ -136,34 +134,31 @@ func TestReadOnlyStateDir(t *testing.T) {
 }
 
 // TestAliasesFollowRemovals (issue 15 item 9): images removed behind the proxy's back (straight
-// at containerd) lose their aliases once a listing through the proxy no longer shows them, and
+// at the runtime) lose their aliases once a listing through the proxy no longer shows them, and
 // cri_mirror_aliases shrinks with them.
 func TestAliasesFollowRemovals(t *testing.T) {
-	cleanImages(t)
-	keep := mustPushRandom(t, env.mirror.host+"/m1/e2e/prune-keep:v1")
-	gone := mustPushRandom(t, env.mirror.host+"/m1/e2e/prune-gone:v1")
-	p := startProxy(t, registriesConf(sourceRule("m1")))
-	keepRef, goneRef := sourceHost+"/e2e/prune-keep:v1", sourceHost+"/e2e/prune-gone:v1"
-	p.mustPull(keepRef, keep)
-	p.mustPull(goneRef, gone)
-	if n := p.metrics().Sum("cri_mirror_aliases", nil); n != 2 {
-		t.Fatalf("cri_mirror_aliases = %v after two mirror pulls, want 2", n)
-	}
-
-	ctx, cancel := callCtx()
-	defer cancel()
-	if _, err := env.ctd.img.RemoveImage(ctx, &runtimeapi.RemoveImageRequest{Image: &runtimeapi.ImageSpec{Image: gone.ID}}); err != nil {
-		t.Fatalf("RemoveImage(%s) straight at containerd: %v", gone.ID, err)
-	}
-	p.mustCrictl("images") // kubelet lists images every few minutes; crictl does the same
-	err := waitFor(10*time.Second, "cri_mirror_aliases to drop to 1", func() error {
-		if n := p.metrics().Sum("cri_mirror_aliases", nil); n != 1 {
-			return fmt.Errorf("cri_mirror_aliases = %v", n)
+	eachRuntime(t, func(t *testing.T, rt *criRuntime) {
+		keep := mustPushRandom(t, env.mirror.host+"/m1/e2e/prune-keep:v1")
+		gone := mustPushRandom(t, env.mirror.host+"/m1/e2e/prune-gone:v1")
+		p := startProxyOn(t, rt, registriesConf(sourceRule("m1")))
+		keepRef, goneRef := sourceHost+"/e2e/prune-keep:v1", sourceHost+"/e2e/prune-gone:v1"
+		p.mustPull(keepRef, keep)
+		p.mustPull(goneRef, gone)
+		if n := p.metrics().Sum("cri_mirror_aliases", nil); n != 2 {
+			t.Fatalf("cri_mirror_aliases = %v after two mirror pulls, want 2", n)
 		}
-		return nil
+
+		rt.remove(t, rt.id(gone))
+		p.mustCrictl("images") // kubelet lists images every few minutes; crictl does the same
+		err := waitFor(10*time.Second, "cri_mirror_aliases to drop to 1", func() error {
+			if n := p.metrics().Sum("cri_mirror_aliases", nil); n != 1 {
+				return fmt.Errorf("cri_mirror_aliases = %v", n)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkNames(t, "ImageStatus of the image still there", p.status(keepRef), []string{keepRef}, keep.Digest)
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkNames(t, "ImageStatus of the image still there", p.status(keepRef), []string{keepRef}, keep.Digest)
 }

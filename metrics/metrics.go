@@ -6,7 +6,6 @@ import (
 	"sync"
 	"time"
 
-	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -29,8 +28,7 @@ const (
 	nameDigestSubstitutions = "cri_mirror_digest_substitutions_total"
 )
 
-// grpcNames are the families grpcprom.ServerMetrics exports with the
-// handling-time histogram enabled.
+// grpcNames are the families GRPCServer exports.
 var grpcNames = []string{
 	"grpc_server_started_total",
 	"grpc_server_handled_total",
@@ -97,7 +95,7 @@ type Metrics struct {
 	// chain GRPC.UnaryServerInterceptor() and GRPC.StreamServerInterceptor()
 	// into the server, then GRPC.InitializeMetrics(srv) once services are
 	// registered so every method reports zeros before its first call.
-	GRPC *grpcprom.ServerMetrics
+	GRPC *GRPCServer
 
 	// rulesMu orders SetRules with SetMirrorHealthy, so that a breaker
 	// change is not overwritten by a reload's initial value.
@@ -168,9 +166,7 @@ func New() *Metrics {
 			Name: nameRuntimeUp,
 			Help: "1 if the container runtime's image service answered the last check, else 0.",
 		}),
-		GRPC: grpcprom.NewServerMetrics(
-			grpcprom.WithServerHandlingTimeHistogram(grpcprom.WithHistogramBuckets(grpcBuckets)),
-		),
+		GRPC: newGRPCServer(grpcBuckets),
 	}
 	// Both results exist from the start so that an alert on
 	// increase(...{result="failure"}[1h]) sees a zero, not an absent series.

@@ -3,6 +3,7 @@ package store
 import (
 	"slices"
 	"strings"
+	"sync/atomic"
 )
 
 // index is the in-memory copy of the table. It has no locking of its own;
@@ -15,8 +16,10 @@ type index struct {
 	byImage  map[string][]string // IDKey(image id) → names
 	byMirror map[string][]string // mirror ref → names
 	byRepo   map[string][]string // repository of the name → names
-	// gen counts changes, so readers can tell a table they saw from a newer one.
-	gen uint64
+	// gen counts changes, so readers can tell a table they saw from a newer
+	// one. It changes under the write lock, after the change, and is read
+	// without the lock (Generation).
+	gen atomic.Uint64
 	// kept maps a name asked for by itself (KeepName) to its image id.
 	kept map[string]string
 }
@@ -38,7 +41,7 @@ func (ix *index) put(a Alias) {
 		unlink(ix.byRepo, Repository(old.Name), old.Name)
 	}
 	ix.byName[a.Name] = a
-	ix.gen++
+	ix.gen.Add(1)
 	link(ix.byImage, IDKey(a.ImageID), a.Name)
 	link(ix.byMirror, a.Mirror, a.Name)
 	link(ix.byRepo, Repository(a.Name), a.Name)
@@ -50,7 +53,7 @@ func (ix *index) remove(name string) (Alias, bool) {
 		return Alias{}, false
 	}
 	delete(ix.byName, name)
-	ix.gen++
+	ix.gen.Add(1)
 	unlink(ix.byImage, IDKey(a.ImageID), name)
 	unlink(ix.byMirror, a.Mirror, name)
 	unlink(ix.byRepo, Repository(name), name)

@@ -30,7 +30,7 @@ func (s *Store) KeepName(name, id string) error {
 	}
 	s.mu.Lock()
 	s.ix.kept[name] = id
-	s.ix.gen++ // what a listing shows changes
+	s.ix.gen.Add(1) // what a listing shows changes
 	s.mu.Unlock()
 	return nil
 }
@@ -69,7 +69,7 @@ func (s *Store) unkeepImageLocked(id string) error {
 	for _, name := range names {
 		delete(s.ix.kept, name)
 	}
-	s.ix.gen++
+	s.ix.gen.Add(1)
 	s.mu.Unlock()
 	return nil
 }

@@ -58,8 +58,14 @@ func (s *Store) HasImage(id []byte) bool {
 func (s *Store) Images() (n int, generation uint64) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return len(s.ix.byImage), s.ix.gen
+	return len(s.ix.byImage), s.ix.gen.Load()
 }
+
+// Generation returns the generation of the table (see Images) without
+// taking the lock: one atomic read, for callers on a hot path that keep
+// what they derived from the table tagged with the generation it was read
+// at. A change is in the table before its generation is.
+func (s *Store) Generation() uint64 { return s.ix.gen.Load() }
 
 // ImageIDs returns the image ids that aliases and kept names point at, in
 // no order, each once and in the form it was recorded (compare them through

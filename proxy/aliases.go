@@ -15,24 +15,48 @@ import (
 // the mirror's name; callers see it under the name they asked for.
 
 // lookupAlias finds the alias a caller's image name refers to: the exact
-// name, its normalised form, or a digest of an aliased repository.
+// name, its normalised form, or a digest of an aliased repository. What the
+// table says about a name is cached until the table changes (nameCache):
+// most calls are about names without an alias, and then cost one lock-free
+// map read.
 func (s *Server) lookupAlias(ctx context.Context, image string) (store.Alias, bool) {
-	if a, ok := s.aliases.Get(image); ok {
-		return a, true
+	gen := s.aliases.Generation() // before reading the table: an entry is never newer than its tag
+	e := s.names.entry(image, func(e *nameEntry) bool { return e.looked && e.gen == gen })
+	if e == nil || !e.looked || e.gen != gen {
+		e = s.lookupTable(image, e, gen)
 	}
-	named, ok := s.names.normalize(image)
-	if !ok {
-		return store.Alias{}, false
+	if e.digest {
+		dg := e.named.(reference.Digested)
+		return s.lookupDigest(ctx, e.named.Name(), dg.Digest().String())
 	}
-	if name := named.String(); name != image {
-		if a, ok := s.aliases.Get(name); ok {
-			return a, true
+	return e.alias, e.aliased
+}
+
+// lookupTable asks the alias table about image, and caches the answer with
+// the table's generation gen. old is the name's previous entry, if any.
+func (s *Server) lookupTable(image string, old *nameEntry, gen uint64) *nameEntry {
+	if old == nil {
+		old = s.names.named(image)
+	}
+	e := &nameEntry{named: old.named, name: old.name, looked: true, gen: gen}
+	switch a, ok := s.aliases.Get(image); {
+	case ok:
+		e.alias, e.aliased = a, true
+	case e.named == nil:
+	case e.name != image:
+		if a, ok := s.aliases.Get(e.name); ok {
+			e.alias, e.aliased = a, true
+			break
 		}
+		fallthrough
+	default:
+		// A digest of a repository without aliases (the common case) is
+		// answered here; one with aliases only by the runtime.
+		_, digested := e.named.(reference.Digested)
+		e.digest = digested && len(s.aliases.ByRepository(e.named.Name())) > 0
 	}
-	if dg, ok := named.(reference.Digested); ok {
-		return s.lookupDigest(ctx, named.Name(), dg.Digest().String())
-	}
-	return store.Alias{}, false
+	s.names.put(image, e)
+	return e
 }
 
 // lookupDigest answers "repo@digest" when the image was pulled by tag from a

@@ -324,3 +324,42 @@ func TestAliasWithNameForIDIsFixed(t *testing.T) {
 	}
 	wantOriginalView(t, "ListImages", listed, id)
 }
+
+// TestStatusFollowsAliasChanges: what ImageStatus learnt about a name (no
+// alias, an alias, a digest of a repository without aliases) is remembered
+// only until the alias table changes: asked before and after each change,
+// every name gets the answer of the table as it is now.
+func TestStatusFollowsAliasChanges(t *testing.T) {
+	h := newHarness(t)
+	digestRef := "gcr.io/x/y@" + fakecri.DigestOf("y")
+	ask := func() {
+		for range 3 { // enough lookups for the cache to move names to its lock-free map
+			for _, name := range []string{origTag, digestRef, "nginx:1"} {
+				h.status(name)
+			}
+		}
+	}
+	ask()
+	for _, name := range []string{origTag, digestRef} {
+		if img := h.status(name); img != nil {
+			t.Fatalf("ImageStatus(%s) before any pull = %v, want none", name, img)
+		}
+	}
+	id := pullMirrored(h)
+	for _, name := range []string{origTag, digestRef} {
+		wantOriginalView(t, "after the pull: ImageStatus("+name+")", h.status(name), id)
+	}
+	ask()
+	if err := h.store.Delete(origTag); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{origTag, digestRef} {
+		if img := h.status(name); img != nil {
+			t.Errorf("ImageStatus(%s) after its alias was deleted = %v, want none", name, img)
+		}
+	}
+	if err := h.store.Put(store.Alias{Name: origTag, ImageID: id, Mirror: mirrorTag}); err != nil {
+		t.Fatal(err)
+	}
+	wantOriginalView(t, "after the alias came back: ImageStatus("+origTag+")", h.status(origTag), id)
+}

@@ -83,6 +83,7 @@ func (m *memAliases) ImageIDs() []string {
 }
 func (m *memAliases) HasImage(id []byte) bool       { return len(m.ByImage(string(id))) > 0 }
 func (m *memAliases) Images() (int, uint64)         { return len(m.ImageIDs()), m.gen }
+func (m *memAliases) Generation() uint64            { return m.gen }
 func (m *memAliases) KeepName(string, string) error { return nil }
 func (m *memAliases) Kept(string, string) bool      { return false }
 

@@ -44,6 +44,9 @@ type AliasStore interface {
 	// Images counts the image ids aliases point at, with the table's
 	// generation, which changes with the table.
 	Images() (n int, generation uint64)
+	// Generation is the table's generation alone, read without a lock; a
+	// change is in the table before its generation is.
+	Generation() uint64
 }
 
 // Server implements runtimeapi.ImageServiceServer on top of a runtime's
@@ -126,13 +129,19 @@ func (s *Server) NewGRPCServer(opts ...grpc.ServerOption) *grpc.Server {
 		grpc.UnknownServiceHandler(s.relay),
 		grpc.MaxRecvMsgSize(MaxMsgSize),
 		grpc.MaxSendMsgSize(MaxMsgSize),
-		grpc.ChainUnaryInterceptor(boundedUnary(s.metrics.GRPC.UnaryServerInterceptor())),
+		grpc.ChainUnaryInterceptor(s.unaryInterceptor()),
 		grpc.ChainStreamInterceptor(boundedStream(s.metrics.GRPC.StreamServerInterceptor())),
 	}, opts...)...)
 	gs.RegisterService(imageServiceDesc(), s)
 	gs.RegisterService(runtimeServiceDesc(), s)
 	s.metrics.GRPC.InitializeMetrics(gs)
 	return gs
+}
+
+// unaryInterceptor runs around every unary call NewGRPCServer serves: the
+// grpc_server_* metrics, under a bounded method name.
+func (s *Server) unaryInterceptor() grpc.UnaryServerInterceptor {
+	return boundedUnary(s.metrics.GRPC.UnaryServerInterceptor())
 }
 
 // imageServiceDesc is the generated ImageService descriptor whose

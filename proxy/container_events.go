@@ -23,7 +23,7 @@ func (s *Server) containerEvents(in *frame, ss grpc.ServerStream) error {
 		ctx = metadata.NewOutgoingContext(ctx, forwardable(md))
 	}
 	cs, err := s.conn.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true},
-		runtimeapi.RuntimeService_GetContainerEvents_FullMethodName, grpc.ForceCodecV2(rawCodec()))
+		runtimeapi.RuntimeService_GetContainerEvents_FullMethodName, rawCall)
 	if err != nil {
 		return err
 	}

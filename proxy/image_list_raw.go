@@ -45,7 +45,7 @@ func (s *Server) listImagesFrame(ctx context.Context, in *frame) (any, error) {
 		return s.ListImages(ctx, &req)
 	}
 	out := new(frame)
-	if err := s.conn.Invoke(ctx, runtimeapi.ImageService_ListImages_FullMethodName, in, out, grpc.ForceCodecV2(rawCodec())); err != nil {
+	if err := s.conn.Invoke(ctx, runtimeapi.ImageService_ListImages_FullMethodName, in, out, rawCall); err != nil {
 		return nil, err
 	}
 	data, aliased, err := s.listings.translate(out.data, s)

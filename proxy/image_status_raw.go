@@ -44,7 +44,7 @@ func (s *Server) imageStatusFrame(ctx context.Context, in *frame) (any, error) {
 		return s.aliasStatus(ctx, &req, a)
 	}
 	out := new(frame)
-	if err := s.conn.Invoke(ctx, runtimeapi.ImageService_ImageStatus_FullMethodName, in, out, grpc.ForceCodecV2(rawCodec())); err != nil {
+	if err := s.conn.Invoke(ctx, runtimeapi.ImageService_ImageStatus_FullMethodName, in, out, rawCall); err != nil {
 		return nil, err
 	}
 	id := bytesField(bytesField(out.data, 1), 1) // ImageStatusResponse.image.id

@@ -26,6 +26,10 @@ type frame struct{ data []byte }
 // ImageStatus use it on the client side too.
 func rawCodec() encoding.CodecV2 { return codec{proto: encoding.GetCodecV2(proto.Name)} }
 
+// rawCall is the call option for undecoded calls to the runtime, made once:
+// it sits on the path of every relayed and undecoded call.
+var rawCall = grpc.ForceCodecV2(rawCodec())
+
 type codec struct{ proto encoding.CodecV2 }
 
 func (c codec) Name() string { return proto.Name }
@@ -60,7 +64,7 @@ func (s *Server) relay(_ any, ss grpc.ServerStream) error {
 		ctx = metadata.NewOutgoingContext(ctx, forwardable(md))
 	}
 	cs, err := s.conn.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true, ClientStreams: true},
-		method, grpc.ForceCodecV2(rawCodec()))
+		method, rawCall)
 	if err != nil {
 		return err
 	}

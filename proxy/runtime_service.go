@@ -78,7 +78,7 @@ func (s *Server) invokeFrame(ctx context.Context, method string, in *frame) (*fr
 		ctx = metadata.NewOutgoingContext(ctx, forwardable(md))
 	}
 	out := new(frame)
-	if err := s.conn.Invoke(ctx, method, in, out, grpc.ForceCodecV2(rawCodec())); err != nil {
+	if err := s.conn.Invoke(ctx, method, in, out, rawCall); err != nil {
 		return nil, err
 	}
 	return out, nil

@@ -130,6 +130,17 @@ func (f *flags) loadConfig(args []string) {
 			f.settings[k] = v
 		case bool, int64:
 			f.settings[k] = fmt.Sprint(v)
+		case map[string]any:
+			if k != tagCheckKey {
+				f.fail(fmt.Errorf("config file %s: %s: want a string, boolean or integer, got a table (only [%s] is a table)", path, k, tagCheckKey))
+				continue
+			}
+			flat, err := flattenTagCheck(v)
+			if err != nil {
+				f.fail(fmt.Errorf("config file %s: [%s] %w", path, k, err))
+				continue
+			}
+			f.settings[k] = flat
 		default:
 			f.fail(fmt.Errorf("config file %s: %s: want a string, boolean or integer, got %T", path, k, v))
 		}

@@ -16,6 +16,8 @@
 //
 //	meta/schema      "1"
 //	aliases/<Name>   JSON {"name","image_id","mirror","created"}
+//	kept/<Name>      image id (kept.go)
+//	tags/<Tag ref>   JSON {"digest","seen"} (tags.go)
 //
 // A value that cannot be decoded at Open is skipped with a logged warning
 // rather than refusing to start: the table only saves re-pulls, and a proxy

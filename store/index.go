@@ -22,6 +22,8 @@ type index struct {
 	gen atomic.Uint64
 	// kept maps a name asked for by itself (KeepName) to its image id.
 	kept map[string]string
+	// tags maps a tag reference to the digest last seen for it (tags.go).
+	tags map[string]TagRecord
 }
 
 func newIndex() *index {
@@ -31,6 +33,7 @@ func newIndex() *index {
 		byMirror: make(map[string][]string),
 		byRepo:   make(map[string][]string),
 		kept:     make(map[string]string),
+		tags:     make(map[string]TagRecord),
 	}
 }
 

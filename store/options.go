@@ -18,12 +18,14 @@ type options struct {
 	lockTimeout time.Duration
 	onChange    func(n int)
 	log         logrus.FieldLogger
+	maxTags     int
 }
 
 func defaultOptions() options {
 	return options{
 		lockTimeout: DefaultLockTimeout,
 		log:         logrus.StandardLogger(),
+		maxTags:     MaxTagRecords,
 	}
 }
 
@@ -51,6 +53,15 @@ func WithLogger(l logrus.FieldLogger) Option {
 	return func(o *options) {
 		if l != nil {
 			o.log = l
+		}
+	}
+}
+
+// WithMaxTagRecords overrides MaxTagRecords. A value <= 0 keeps the default.
+func WithMaxTagRecords(n int) Option {
+	return func(o *options) {
+		if n > 0 {
+			o.maxTags = n
 		}
 	}
 }

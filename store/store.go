@@ -14,6 +14,7 @@ const schemaVersion = "1"
 var (
 	aliasesBucket = []byte("aliases")
 	keptBucket    = []byte("kept")
+	tagsBucket    = []byte("tags")
 	metaBucket    = []byte("meta")
 	schemaKey     = []byte("schema")
 )
@@ -32,6 +33,7 @@ var (
 type Store struct {
 	path     string
 	onChange func(int)
+	maxTags  int // see WithMaxTagRecords
 
 	// movedAside is where Open put a damaged file ("" if it found none).
 	movedAside string
@@ -74,7 +76,7 @@ func Open(path string, opts ...Option) (*Store, error) {
 		opt(&o)
 	}
 	log := o.log.WithField("path", path)
-	s := &Store{path: path, onChange: o.onChange, ix: newIndex()}
+	s := &Store{path: path, onChange: o.onChange, maxTags: o.maxTags, ix: newIndex()}
 
 	if err := writable(path); err != nil {
 		s.volatile = true
@@ -167,6 +169,7 @@ func loadTx(tx *bolt.Tx, ix *index) ([]skippedEntry, error) {
 	if err != nil {
 		return skipped, err
 	}
+	loadTags(tx, ix)
 	if b := tx.Bucket(keptBucket); b != nil {
 		err = b.ForEach(func(k, v []byte) error {
 			if len(k) > 0 && len(v) > 0 {

@@ -123,3 +123,15 @@ var (
 	IndexFromValues     = []string{IndexFromMirror, IndexFromSource, IndexFromDir, IndexFromCompanion, IndexFromNone}
 	SubstitutionResults = []string{SubstitutionSuccess, SubstitutionNoIndex, SubstitutionNotIndex, SubstitutionNoPlatform, SubstitutionFailed}
 )
+
+// Results of cri_mirror_tag_checks_total: how a mirror's answer for a tag
+// compared with the source's, or that the source could not be asked.
+const (
+	TagCheckMatch             = "match"              // the mirror answered the source's digest
+	TagCheckPlatformMatch     = "platform_match"     // another digest, the same image for the node's platform
+	TagCheckStale             = "stale"              // another image: the mirror was not pulled
+	TagCheckSourceUnreachable = "source_unreachable" // the source could not be asked (once per pull)
+)
+
+// TagCheckResults list the result values of cri_mirror_tag_checks_total.
+var TagCheckResults = []string{TagCheckMatch, TagCheckPlatformMatch, TagCheckStale, TagCheckSourceUnreachable}

@@ -26,6 +26,8 @@ const (
 	nameStorePersistent     = "cri_mirror_alias_store_persistent"
 	nameAliasesRebuilt      = "cri_mirror_aliases_rebuilt_total"
 	nameDigestSubstitutions = "cri_mirror_digest_substitutions_total"
+	nameTagChecks           = "cri_mirror_tag_checks_total"
+	nameTagChanges          = "cri_mirror_tag_changes_total"
 )
 
 // grpcNames are the families GRPCServer exports.
@@ -73,6 +75,14 @@ type Metrics struct {
 	// had, served (or not) from the platform's child of the index. Labels
 	// registry, index_from (IndexFromValues), result (SubstitutionResults).
 	DigestSubstitutions *prometheus.CounterVec
+	// TagChecks counts the tag check's verdicts: one per mirror answer
+	// compared with the source's (match, platform_match, stale), one per
+	// pull whose source could not be asked (source_unreachable). Labels
+	// registry, result (TagCheckResults).
+	TagChecks *prometheus.CounterVec
+	// TagChanges counts pulls whose tag was served, unchecked, with another
+	// digest than the one recorded for it before. Label registry.
+	TagChanges *prometheus.CounterVec
 	// MirrorHealthy is 1 while a mirror is usable, 0 during its cool-down
 	// after failures. Label mirror.
 	MirrorHealthy *prometheus.GaugeVec
@@ -138,6 +148,14 @@ func New() *Metrics {
 			Name: nameDigestSubstitutions,
 			Help: "Pulls by the digest of a multi-arch index that no candidate had, by where the index bytes (checked against the digest) came from: mirror, source, index_dir, companion or none; and by result: success (the platform's manifest was pulled), no_index, not_index (the digest names a single image), no_platform (the index has no manifest for the platform) or failed (no candidate served the platform's manifest).",
 		}, []string{"registry", "index_from", "result"}),
+		TagChecks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: nameTagChecks,
+			Help: "Tag check verdicts under a tag-check policy: per mirror answer compared with the source's digest, match, platform_match (another digest, the same image for the node's platform) or stale (not pulled); per pull, source_unreachable (the source could not be asked).",
+		}, []string{"registry", "result"}),
+		TagChanges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: nameTagChanges,
+			Help: "Pulls of a tag the source could not confirm that a mirror served with another digest than the one recorded for the tag before (trust on first use).",
+		}, []string{"registry"}),
 		MirrorHealthy: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: nameMirrorHealthy,
 			Help: "1 while a mirror is tried in order, 0 while it is demoted or skipped after recent failures.",
@@ -181,7 +199,7 @@ func New() *Metrics {
 func (m *Metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{
 		m.AttemptDuration, m.Attempts, m.AttemptFailures, m.Fallbacks, m.SourcePulls, m.Pulls,
-		m.Probes, m.DigestSubstitutions, m.MirrorHealthy, m.Aliases, m.StoreRecoveries, m.StorePersistent, m.AliasesRebuilt,
+		m.Probes, m.DigestSubstitutions, m.TagChecks, m.TagChanges, m.MirrorHealthy, m.Aliases, m.StoreRecoveries, m.StorePersistent, m.AliasesRebuilt,
 		m.ConfigReloads, m.RuntimeUp, m.GRPC,
 	}
 }
@@ -228,7 +246,7 @@ func Names() []string {
 		namePullAttemptDuration, namePullAttempts, nameAttemptFailures, namePullFallbacks,
 		nameSourcePulls, namePulls, nameMirrorHealthy, nameAliases,
 		nameConfigReloads, nameRuntimeUp, nameProbes, nameStoreRecoveries, nameStorePersistent,
-		nameAliasesRebuilt, nameDigestSubstitutions,
+		nameAliasesRebuilt, nameDigestSubstitutions, nameTagChecks, nameTagChanges,
 	}
 	names = append(names, grpcNames...)
 	slices.Sort(names)

@@ -149,6 +149,8 @@ func TestNamesMatchGather(t *testing.T) {
 	m.MirrorHealthy.WithLabelValues("m").Set(1)
 	m.Probes.WithLabelValues("m", "before", "present").Inc()
 	m.DigestSubstitutions.WithLabelValues("r", IndexFromMirror, SubstitutionSuccess).Inc()
+	m.TagChecks.WithLabelValues("r", TagCheckMatch).Inc()
+	m.TagChanges.WithLabelValues("r").Inc()
 	m.Aliases.Set(1)
 	m.ConfigReloads.WithLabelValues(ReloadSuccess).Inc()
 	m.RuntimeUp.Set(1)

@@ -18,6 +18,9 @@ type Rule struct {
 	// Source is set when the rule's source may be contacted (not blocked):
 	// its pulls then have attempts with mirror="source".
 	Source bool
+	// TagCheck is set when a tag-check policy other than off can apply to
+	// the rule's pulls: its tag check series exist then.
+	TagCheck bool
 }
 
 // SetRules makes the per-rule and per-mirror series match the rules loaded:
@@ -42,10 +45,14 @@ func (m *Metrics) SetRules(rules []Rule) {
 
 	rules = append(slices.Clone(rules), Rule{Registry: RegistryNone, Source: true})
 	registries := map[string]bool{}
+	tagChecked := map[string]bool{}
 	mirrors := map[string]bool{}
 	pairs := map[[2]string]bool{} // registry, mirror
 	for _, r := range rules {
 		registries[r.Registry] = true
+		if r.TagCheck && len(r.Mirrors) > 0 {
+			tagChecked[r.Registry] = true
+		}
 		for _, mirror := range r.Mirrors {
 			mirrors[mirror] = true
 			pairs[[2]string{r.Registry, mirror}] = true
@@ -78,6 +85,13 @@ func (m *Metrics) SetRules(rules []Rule) {
 			}
 		}
 	}
+	for _, v := range []*prometheus.MetricVec{m.TagChecks.MetricVec, m.TagChanges.MetricVec} {
+		for _, l := range children(v) {
+			if !tagChecked[l["registry"]] {
+				v.Delete(l)
+			}
+		}
+	}
 
 	for reg := range registries {
 		m.Fallbacks.WithLabelValues(reg)
@@ -92,6 +106,12 @@ func (m *Metrics) SetRules(rules []Rule) {
 				}
 			}
 		}
+	}
+	for reg := range tagChecked {
+		for _, res := range TagCheckResults {
+			m.TagChecks.WithLabelValues(reg, res)
+		}
+		m.TagChanges.WithLabelValues(reg)
 	}
 	for p := range pairs {
 		for _, res := range AttemptResults {

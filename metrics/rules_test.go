@@ -209,3 +209,29 @@ func TestSetRulesDigestSubstitutions(t *testing.T) {
 		}
 	}
 }
+
+// TestSetRulesTagChecks: the tag check series exist, at zero, for the rules
+// with mirrors a tag-check policy covers, and go with the rule or its policy.
+func TestSetRulesTagChecks(t *testing.T) {
+	m := New()
+	m.SetRules([]Rule{
+		{Registry: "checked", Mirrors: []string{"m"}, Source: true, TagCheck: true},
+		{Registry: "unchecked", Mirrors: []string{"m"}, Source: true},
+		{Registry: "no-mirrors", Source: true, TagCheck: true},
+	})
+	want := []string{
+		"cri_mirror_tag_changes_total{registry=checked} 0",
+		"cri_mirror_tag_checks_total{registry=checked,result=match} 0",
+		"cri_mirror_tag_checks_total{registry=checked,result=platform_match} 0",
+		"cri_mirror_tag_checks_total{registry=checked,result=source_unreachable} 0",
+		"cri_mirror_tag_checks_total{registry=checked,result=stale} 0",
+	}
+	if got := series(t, m, nameTagChecks, nameTagChanges); !slices.Equal(got, want) {
+		t.Errorf("series =\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	m.TagChecks.WithLabelValues("checked", TagCheckStale).Inc()
+	m.SetRules([]Rule{{Registry: "checked", Mirrors: []string{"m"}, Source: true}})
+	if got := series(t, m, nameTagChecks, nameTagChanges); len(got) != 0 {
+		t.Errorf("after the policy stopped covering the rule: %q, want none", got)
+	}
+}

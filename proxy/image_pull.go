@@ -65,13 +65,24 @@ func (s *Server) PullImage(ctx context.Context, req *runtimeapi.PullImageRequest
 
 // pull tries the candidates in order: the source straight at the runtime, a
 // mirror through its gate. It runs once per distinct pull, shared by every
-// caller waiting for it. A pull by digest that found the digest on no
-// candidate goes on to the digest substitution (digest_substitute.go).
+// caller waiting for it. A pull of a tag under a tag-check policy is
+// checked against the source first (tag_check.go). A pull by digest that
+// found the digest on no candidate goes on to the digest substitution
+// (digest_substitute.go).
 func (s *Server) pull(ctx context.Context, req *runtimeapi.PullImageRequest, res *resolver.Resolution) (*runtimeapi.PullImageResponse, error) {
 	start := time.Now()
+	checked, served, err := s.checkTag(ctx, req, res)
+	if err != nil {
+		s.logPull(res, "", 0, start, err)
+		return nil, err
+	}
+	res = checked
 	o := s.tryCandidates(ctx, req, res)
 	switch {
 	case o.resp != nil:
+		if served != nil {
+			served(o.served)
+		}
 		// Image is res.Original but for a short name resolved through
 		// [aliases] or unqualified-search-registries.
 		if err := s.remember(ctx, o.served.Image, o.served, o.resp); err != nil {
@@ -85,7 +96,7 @@ func (s *Server) pull(ctx context.Context, req *runtimeapi.PullImageRequest, res
 		s.logPull(res, "", o.attempts, start, o.stop)
 		return nil, o.stop
 	}
-	err := allFailed(res, o.tried, o.last, o.lastMissed)
+	err = allFailed(res, o.tried, o.last, o.lastMissed)
 	if o.missed {
 		if resp, served, serr := s.substitute(ctx, req, res); serr != errNoSubstitution {
 			if serr != nil {

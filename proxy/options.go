@@ -6,6 +6,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/cri-mirror-proxy/cri-mirror-proxy/metrics"
+	"github.com/cri-mirror-proxy/cri-mirror-proxy/resolver"
 )
 
 // Option configures optional parts of a Server.
@@ -71,3 +72,25 @@ func WithIndexDir(dir string) Option { return func(s *Server) { s.indexDir = dir
 // WithPlatform sets the platform the digest substitution picks from an
 // index. Default: the node's, as the runtime picks it.
 func WithPlatform(p Platform) Option { return func(s *Server) { s.platform = p } }
+
+// WithTagCheck turns the tag check on for the prefixes policy sets to a mode
+// other than off (see tag_check.go): the source and the mirrors are asked
+// for a tag's digest through the containers/image docker transport, bounded
+// by timeout, the mirrors with the credentials of authFile (empty: the
+// containers/image default). A manifest is read with no registries rules, so
+// that no mirror is asked in the host's place: noRulesDir is a drop-in
+// directory with no files (or none at all). records keeps the digest seen
+// per tag (nil: none kept).
+func WithTagCheck(policy *resolver.TagCheckPolicy, timeout time.Duration, authFile, userAgent, noRulesDir string, records TagRecords) Option {
+	return withTagCheck(policy, timeout, &registryTags{authFile: authFile, agent: userAgent, noRules: noRulesDir}, records)
+}
+
+func withTagCheck(policy *resolver.TagCheckPolicy, timeout time.Duration, r tagRegistry, records TagRecords) Option {
+	return func(s *Server) {
+		if len(policy.Entries()) == 0 {
+			s.tagCheck = nil
+			return
+		}
+		s.tagCheck = &tagChecker{policy: policy, timeout: timeout, registry: r, records: records}
+	}
+}

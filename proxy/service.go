@@ -78,6 +78,8 @@ type Server struct {
 	cooldown       time.Duration
 	gate           *mirrorGate
 
+	tagCheck *tagChecker // nil: no tag check (tag_check.go)
+
 	indexes  indexReader // nil: no digest substitution
 	indexDir string
 	platform Platform

@@ -102,6 +102,7 @@ func resolve(c serveConfig, stdout, stderr io.Writer) error {
 		return err
 	}
 	notes := append([]string{}, res.Notes...)
+	notes = append(notes, proxy.DescribeTagCheck(res, c.tagCheck)...)
 	if c.substitute {
 		platform, err := proxy.ParsePlatform(c.platform)
 		if err != nil {
@@ -163,15 +164,18 @@ func checkConfig(c serveConfig, stdout io.Writer) error {
 	}
 	if c.output == "json" {
 		return writeJSON(stdout, struct {
-			Settings   []setting       `json:"settings"`
-			Registries resolver.Config `json:"registries"`
-			Warnings   []string        `json:"warnings"`
-		}{c.settings(), r.Config(), append([]string{}, r.Warnings()...)})
+			Settings   []setting                `json:"settings"`
+			Registries resolver.Config          `json:"registries"`
+			TagCheck   []resolver.TagCheckEntry `json:"tag_check"`
+			Warnings   []string                 `json:"warnings"`
+		}{c.settings(), r.Config(), c.tagCheck.Entries(), append([]string{}, r.Warnings()...)})
 	}
 	fmt.Fprintln(stdout, "settings:")
 	c.printSettings(stdout)
 	fmt.Fprintln(stdout)
 	fmt.Fprint(stdout, r.Describe())
+	fmt.Fprintln(stdout)
+	printTagCheck(stdout, c.tagCheck, r.Config())
 	for _, w := range r.Warnings() {
 		fmt.Fprintln(stdout, "warning: "+w)
 	}

@@ -46,6 +46,8 @@ type serveConfig struct {
 	indexDir        string
 	indexTimeout    time.Duration
 	platform        string
+	tagCheck        *resolver.TagCheckPolicy
+	tagCheckTimeout time.Duration
 	shutdownTimeout time.Duration
 	logLevel        string
 	logFormat       string
@@ -91,13 +93,15 @@ func parseServe(name string, args []string, stdout, stderr io.Writer) (serveConf
 	f.String(&c.indexDir, "index-dir", "", "directory of saved index bytes for the digest substitution, one file per index named sha256-<hex of its digest> (empty: none)")
 	f.Duration(&c.indexTimeout, "index-timeout", 10*time.Second, "bound on one registry request of the digest substitution")
 	f.String(&c.platform, "platform", "", "os/arch[/variant] the digest substitution picks from an index (empty: the node's, as the runtime picks it)")
+	f.TagCheck(&c.tagCheck, "per-prefix check of a mirror's answer for a tag against the source: prefix=off|source-if-reachable|source-required, comma-separated (config file: a [tag-check] table of prefix = mode)")
+	f.Duration(&c.tagCheckTimeout, "tag-check-timeout", 2*time.Second, "bound on the tag check's requests to the source and the mirrors for one pull")
 	f.Duration(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long a stop waits for in-flight calls")
 	f.String(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.String(&c.logFormat, "log-format", "text", "log format: text or json")
 	switch name {
 	case "resolve":
 		f.fs.VisitAll(func(fl *flag.Flag) {
-			if !slices.Contains([]string{"config", "registries-conf", "registries-conf-dir", "o", "digest-substitution", "index-dir", "platform"}, fl.Name) {
+			if !slices.Contains([]string{"config", "registries-conf", "registries-conf-dir", "o", "digest-substitution", "index-dir", "platform", "tag-check"}, fl.Name) {
 				f.hide(fl.Name)
 			}
 		})
@@ -188,7 +192,7 @@ func serve(ctx context.Context, c serveConfig) error {
 	if err := m.Register(reg); err != nil {
 		return err
 	}
-	m.SetRules(metricRules(rules.Config()))
+	m.SetRules(metricRules(rules.Config(), c.tagCheck))
 
 	aliases, err := store.Open(filepath.Join(c.stateDir, "aliases.db"),
 		store.WithLogger(log), store.WithOnChange(func(n int) { m.Aliases.Set(float64(n)) }))
@@ -230,6 +234,13 @@ func serve(ctx context.Context, c serveConfig) error {
 		opts = append(opts,
 			proxy.WithDigestSubstitution(c.indexTimeout, c.authFile, "cri-mirror-proxy/"+version),
 			proxy.WithIndexDir(c.indexDir), proxy.WithPlatform(platform))
+	}
+	if len(c.tagCheck.Entries()) > 0 {
+		// An empty drop-in directory of our own; if the state directory
+		// is read-only it does not exist, which reads the same.
+		noRules := filepath.Join(c.stateDir, "no-registries.conf.d")
+		_ = os.MkdirAll(noRules, 0o700)
+		opts = append(opts, proxy.WithTagCheck(c.tagCheck, c.tagCheckTimeout, c.authFile, "cri-mirror-proxy/"+version, noRules, aliases))
 	}
 	srv := proxy.New(conn, rules, aliases, opts...)
 	gs := srv.NewGRPCServer()
@@ -293,7 +304,7 @@ func serve(ctx context.Context, c serveConfig) error {
 		h := withStatus(metrics.NewHandler(reg, ready, hopts...), st)
 		g.Go(func() error { return metrics.ServeListener(gctx, metricsLis, h) })
 	}
-	g.Go(func() error { reloadOnHUP(gctx, hup, rules, m, log, st.reloaded); return nil })
+	g.Go(func() error { reloadOnHUP(gctx, hup, rules, c.tagCheck, m, log, st.reloaded); return nil })
 	g.Go(func() error { watchRuntime(gctx, srv, m, log); return nil })
 	if aliases.Len() == 0 {
 		// A first start, or a state directory that was wiped or damaged:
@@ -325,7 +336,7 @@ func stopGracefully(gs *grpc.Server, timeout time.Duration, log logrus.FieldLogg
 // reloadOnHUP re-reads the mirror rules on each signal from hup. A broken
 // file keeps the old rules serving.
 // done learns each outcome (for the status report).
-func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, rules *resolver.Resolver, m *metrics.Metrics, log logrus.FieldLogger, done func(error)) {
+func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, rules *resolver.Resolver, tagCheck *resolver.TagCheckPolicy, m *metrics.Metrics, log logrus.FieldLogger, done func(error)) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -338,7 +349,7 @@ func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, rules *resolver.Reso
 				log.WithError(err).Error("reload of mirror rules failed; the previous rules stay in force")
 				continue
 			}
-			m.SetRules(metricRules(rules.Config()))
+			m.SetRules(metricRules(rules.Config(), tagCheck))
 			m.ConfigReloads.WithLabelValues(metrics.ReloadSuccess).Inc()
 			log.Info("mirror rules reloaded")
 		}
@@ -347,11 +358,12 @@ func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, rules *resolver.Reso
 
 // metricRules tells the metrics which registry and mirror labels the rules
 // can produce: the proxy labels a pull with its rule's prefix and an attempt
-// with the mirror's location, or "source" for the rule's own location.
-func metricRules(c resolver.Config) []metrics.Rule {
+// with the mirror's location, or "source" for the rule's own location; and
+// which rules' pulls the tag-check policy can check.
+func metricRules(c resolver.Config, tagCheck *resolver.TagCheckPolicy) []metrics.Rule {
 	out := make([]metrics.Rule, 0, len(c.Rules))
 	for _, r := range c.Rules {
-		mr := metrics.Rule{Registry: r.Prefix, Source: !r.Blocked}
+		mr := metrics.Rule{Registry: r.Prefix, Source: !r.Blocked, TagCheck: tagCheck.Overlaps(r.Prefix)}
 		for _, mirror := range r.Mirrors {
 			mr.Mirrors = append(mr.Mirrors, mirror.Location)
 		}

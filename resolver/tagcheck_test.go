@@ -17,7 +17,7 @@ func TestTagCheckPolicy(t *testing.T) {
 		{"docker.io/library/nginx", "docker.io", TagCheckSourceIfReachable},
 		{"registry.corp/prod/app", "registry.corp", TagCheckSourceRequired},
 		{"registry.corp:5000/prod/app", "registry.corp", TagCheckSourceRequired}, // a host-only prefix: any port
-		{"registry.corp/dev/app", "registry.corp/dev", TagCheckOff},             // the longest prefix wins
+		{"registry.corp/dev/app", "registry.corp/dev", TagCheckOff},              // the longest prefix wins
 		{"registry.corporate/app", "", TagCheckOff},
 		{"a.example.com/app", "*.example.com", TagCheckSourceRequired},
 		{"quay.io/app", "", TagCheckOff},

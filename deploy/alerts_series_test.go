@@ -89,6 +89,14 @@ func TestAlertTestSeries(t *testing.T) {
 					r = &metrics.Rule{Registry: reg}
 					rules[reg] = r
 				}
+				if strings.HasPrefix(name, "cri_mirror_tag_") {
+					// Tag check series exist for rules with mirrors a
+					// tag-check policy covers.
+					r.TagCheck = true
+					if len(r.Mirrors) == 0 {
+						r.Mirrors = append(r.Mirrors, "a mirror of "+reg)
+					}
+				}
 				switch mirror {
 				case "":
 				case metrics.MirrorSource:

@@ -109,6 +109,7 @@ func TestAlertRules(t *testing.T) {
 	for _, want := range []string{
 		"CRIMirrorProxyDown", "CRIMirrorRuntimeUnavailable", "CRIMirrorMirrorFailing", "CRIMirrorMirrorDown",
 		"CRIMirrorFallbackRateHigh", "CRIMirrorSourceContactedUnderNeverContactSource", "CRIMirrorConfigReloadFailed",
+		"CRIMirrorTagStale", "CRIMirrorTagChanged",
 	} {
 		if !slices.Contains(alerts, want) {
 			t.Errorf("alerts.yaml lacks alert %s", want)

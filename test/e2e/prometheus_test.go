@@ -48,9 +48,11 @@ func TestPrometheus(t *testing.T) {
 		rule{prefix: "registry.k8s.io", location: sourceHost},
 		rule{prefix: blockedHost, blocked: true},
 	), proxyOpts{args: []string{"--mirror-cooldown", "0"}})
-	// Proxy B holds its dead mirror back, and serves its rule's pulls from the source.
+	// Proxy B holds its dead mirror back, and serves its rule's pulls from the source. Its
+	// tag-check policy covers a part of the rule no pull goes to: the tag check series exist (at 0)
+	// for the dashboard, and the pulls are not checked.
 	b := startProxyWith(t, registriesConf(rule{prefix: prefixB, mirrors: []mirror{{location: deadB}}}),
-		proxyOpts{args: []string{"--mirror-cooldown", "10m"}})
+		proxyOpts{args: []string{"--mirror-cooldown", "10m", "--tag-check", prefixB + "/unused=source-required"}})
 
 	prom := startPrometheus(t, promBin, a.metricsAddr, b.metricsAddr)
 	// Both targets scraped a few times before any pull: the zero series have samples.
@@ -173,6 +175,8 @@ func TestPrometheus(t *testing.T) {
 		"CRIMirrorPullsFailing":                           {{"pending", map[string]string{"registry": sourceHost}}},
 		"CRIMirrorRuntimeUnavailable":                     nil,
 		"CRIMirrorProxyDown":                              nil,
+		"CRIMirrorTagStale":                               nil, // no tag-check policy here: test/e2e/tagcheck_test.go
+		"CRIMirrorTagChanged":                             nil,
 	}
 	var alerts []promAlert
 	err = waitFor(30*time.Second, "the alerts to reach their states", func() error {

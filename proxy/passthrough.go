@@ -50,7 +50,7 @@ func (c codec) Unmarshal(data mem.BufferSlice, v any) error {
 }
 
 // relay is a grpc.UnknownServiceHandler: it forwards any call the proxy does
-// not serve itself (the RuntimeService, but for the three calls of
+// not serve itself (the RuntimeService, but for the four calls of
 // runtime_service.go) to the runtime unchanged, streams included, with
 // metadata, headers, trailers and status codes.
 func (s *Server) relay(_ any, ss grpc.ServerStream) error {

@@ -8,21 +8,24 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
-// The RuntimeService is relayed undecoded (Relay), except the three calls
-// that report which image a container runs: ContainerStatus (kubelet's pod
-// status), ListContainers (crictl ps, kubelet's relist) and
-// GetContainerEvents (kubelet's evented PLEG). A container created from an
-// image the proxy pulled from a mirror would otherwise show the mirror's
-// name there. These three are served from a partial RuntimeService
-// descriptor; gRPC sends every method missing from it to the unknown-service
-// handler, so the rest of the RuntimeService keeps the raw relay.
+// The RuntimeService is relayed undecoded (Relay), except the calls that
+// name a container's image: ContainerStatus (kubelet's pod status),
+// ListContainers (crictl ps, kubelet's relist) and GetContainerEvents
+// (kubelet's evented PLEG) report it, and a container created from an image
+// the proxy pulled from a mirror would otherwise show the mirror's name
+// there; CreateContainer is asked for it, by a name the runtime may know
+// only as the mirror's (container_create.go). These four are served from a
+// partial RuntimeService descriptor; gRPC sends every method missing from it
+// to the unknown-service handler, so the rest of the RuntimeService keeps
+// the raw relay.
 //
 // Like ImageStatus (image_status_raw.go), the calls go through undecoded:
-// the image fields are read from the answer's bytes, and the answer is
-// decoded and rewritten only when one of them names a mirror.
+// the image fields are read from the message's bytes, and the message is
+// decoded and rewritten only when one of them needs it.
 
 // containerImagesServer is what the partial descriptor needs of its server.
 type containerImagesServer interface {
+	createContainerFrame(ctx context.Context, in *frame) (any, error)
 	containerStatusFrame(ctx context.Context, in *frame) (any, error)
 	listContainersFrame(ctx context.Context, in *frame) (any, error)
 	containerEvents(in *frame, ss grpc.ServerStream) error
@@ -35,6 +38,7 @@ func runtimeServiceDesc() *grpc.ServiceDesc {
 		ServiceName: runtimeapi.RuntimeService_ServiceDesc.ServiceName,
 		HandlerType: (*containerImagesServer)(nil),
 		Methods: []grpc.MethodDesc{
+			{MethodName: "CreateContainer", Handler: frameHandler(runtimeapi.RuntimeService_CreateContainer_FullMethodName, containerImagesServer.createContainerFrame)},
 			{MethodName: "ContainerStatus", Handler: frameHandler(runtimeapi.RuntimeService_ContainerStatus_FullMethodName, containerImagesServer.containerStatusFrame)},
 			{MethodName: "ListContainers", Handler: frameHandler(runtimeapi.RuntimeService_ListContainers_FullMethodName, containerImagesServer.listContainersFrame)},
 		},

@@ -3,9 +3,11 @@ package fakecri
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -30,6 +32,30 @@ func (f *Runtime) Create(image, user string) string {
 	id := fmt.Sprintf("ctr%d", len(f.containers))
 	f.containers = append(f.containers, container{id: id, imageID: img.Id, config: img.Id, user: user})
 	return id
+}
+
+// CreateContainer creates a container as containerd does: its image is resolved by id, tag
+// or digest reference, and a name the runtime does not have is NotFound. The request is
+// recorded (CreateRequests).
+func (f *Runtime) CreateContainer(_ context.Context, req *runtimeapi.CreateContainerRequest) (*runtimeapi.CreateContainerResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.creates = append(f.creates, proto.Clone(req).(*runtimeapi.CreateContainerRequest))
+	spec := req.GetConfig().GetImage()
+	img := f.find(spec.GetImage())
+	if img == nil {
+		return nil, status.Errorf(codes.NotFound, "failed to resolve image %q: not found", spec.GetImage())
+	}
+	id := fmt.Sprintf("ctr%d", len(f.containers))
+	f.containers = append(f.containers, container{id: id, imageID: img.Id, config: spec.GetImage(), user: spec.GetUserSpecifiedImage()})
+	return &runtimeapi.CreateContainerResponse{ContainerId: id}, nil
+}
+
+// CreateRequests returns every CreateContainer request as the runtime received it, in order.
+func (f *Runtime) CreateRequests() []*runtimeapi.CreateContainerRequest {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.creates)
 }
 
 // statusOf builds a container's status the way containerd does: the image's first tag as

@@ -33,7 +33,7 @@ import (
 
 // Runtime serves the CRI ImageService and enough of the RuntimeService to see a relay
 // forward unary calls, error statuses and server streams, and a proxy translate the image
-// names in container statuses, lists and events (containers.go).
+// names in container creation, statuses, lists and events (containers.go).
 type Runtime struct {
 	runtimeapi.UnimplementedImageServiceServer
 	runtimeapi.UnimplementedRuntimeServiceServer
@@ -62,6 +62,8 @@ type Runtime struct {
 	pulls      []Pull                       // every PullImage, in order
 	containers []container                  // in creation order (containers.go)
 	server     *grpc.Server                 // set by Serve
+
+	creates []*runtimeapi.CreateContainerRequest // every CreateContainer, in order (containers.go)
 }
 
 // Pull is one PullImage call as the runtime received it.

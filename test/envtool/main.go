@@ -4,11 +4,15 @@
 // process management. test/lib.sh builds it (make testbin) and calls it as $CMP_ENVTOOL.
 //
 //	envtool registry DIR ADDR LEVEL            write DIR/config.yml; print its path
-//	envtool containerd DIR CLOSED [HOST=URL...] write DIR/config.toml and certs.d; print the socket
+//	envtool containerd DIR CLOSED [-sandbox-image=REF] [-cni=CONFDIR] [-cgroups] [HOST=URL...]
+//	                                           write DIR/config.toml and certs.d; print the socket
+//	envtool cni DIR BRIDGE SUBNET              write a pod network on bridge BRIDGE into DIR
 //	envtool crio DIR PINNS CLOSED [HOST=ADDR...] write DIR/crio.conf and registries.conf; print crio's arguments
 //	envtool host DIR HOST URL [PATH FALLBACK]  containerd under DIR reaches HOST at URL (or URL+PATH)
 //	envtool push REF CONTENT [USER]            push a one-layer image holding CONTENT
 //	envtool push-critest MIRROR                push the images critest's image tests name
+//	envtool push-critest-runtime MIRROR SANDBOX push the runnable images critest's runtime specs
+//	                                           name, and a pause image as SANDBOX
 //	envtool metric ADDR NAME [L=V|L!=V...]     print the sum of a metric on http://ADDR/metrics
 package main
 
@@ -43,7 +47,7 @@ func main() {
 
 func run(ctx context.Context, args []string) error {
 	if len(args) == 0 {
-		return errors.New("usage: envtool registry|containerd|crio|host|push|push-critest|metric ARGS (see the package doc)")
+		return errors.New("usage: envtool registry|containerd|cni|crio|host|push|push-critest|push-critest-runtime|metric ARGS (see the package doc)")
 	}
 	cmd, args := args[0], args[1:]
 	need := func(min, max int) error {
@@ -67,14 +71,29 @@ func run(ctx context.Context, args []string) error {
 			return err
 		}
 		hosts := map[string]string{}
+		var o testenv.CRIOptions
 		for _, kv := range args[2:] {
+			switch opt, val, _ := strings.Cut(kv, "="); opt {
+			case "-sandbox-image":
+				o.SandboxImage = val
+				continue
+			case "-cni":
+				o.CNIConfDir, o.CNIBinDir = val, testenv.CNIPluginDir
+				continue
+			case "-cgroups":
+				o.Cgroups = true
+				continue
+			}
+			if strings.HasPrefix(kv, "-") {
+				return fmt.Errorf("containerd: unknown option %q", kv)
+			}
 			host, url, ok := strings.Cut(kv, "=")
 			if !ok {
 				return fmt.Errorf("containerd: %q is not HOST=URL", kv)
 			}
 			hosts[host] = url
 		}
-		c, err := testenv.WriteContainerd(args[0], hosts, args[1])
+		c, err := testenv.WriteContainerdCRI(args[0], hosts, args[1], o)
 		if err != nil {
 			return err
 		}
@@ -123,6 +142,16 @@ func run(ctx context.Context, args []string) error {
 			return err
 		}
 		return pushCritest(ctx, args[0])
+	case "push-critest-runtime":
+		if err := need(2, 2); err != nil {
+			return err
+		}
+		return pushCritestRuntime(ctx, args[0], args[1])
+	case "cni":
+		if err := need(3, 3); err != nil {
+			return err
+		}
+		return testenv.WriteCNI(args[0], args[1], args[2])
 	case "metric":
 		if err := need(2, -1); err != nil {
 			return err
@@ -212,4 +241,42 @@ func pushCritest(ctx context.Context, mirror string) error {
 		}
 	}
 	return testenv.Push(ctx, images, 4)
+}
+
+// pushCritestRuntime pushes the images critest's container, sandbox and streaming specs run,
+// under MIRROR/<source host>/<path> as pushCritest does, and the pod sandbox (pause) image as
+// sandbox, a reference the runtime pulls by itself (containerd's sandbox_image). All are
+// runnable, built on Debian's static busybox with its applets (testenv.Busybox), each with a
+// config of its own (so an image id of its own):
+//   - registry.k8s.io/e2e-test-images/busybox:1.29-2, the image of most specs, runs sh;
+//   - test-image-tag:test and pause:3.9 (one image, two registries), which "Image Identifier
+//     Consistency" runs with their default command: in the image suite they only hold a file;
+//   - the sandbox image runs busybox sleep: containerd stops a sandbox with SIGKILL, so it
+//     needs no signal handling.
+func pushCritestRuntime(ctx context.Context, mirror, sandbox string) error {
+	label := func(v string) func(*v1.Config) {
+		return func(c *v1.Config) { c.Labels = map[string]string{"critest.image": v} }
+	}
+	sleep := []string{"sleep", "2147483647"}
+	var errs []error
+	image := func(cmd []string, edits ...func(*v1.Config)) v1.Image {
+		img, err := testenv.Busybox(testenv.BusyboxPath, testenv.Arch, cmd, edits...)
+		errs = append(errs, err)
+		return img
+	}
+	busybox := image([]string{"sh"}, label("busybox"))
+	tagged := image(sleep, label("test-image-tag"))
+	pause39 := image(nil, label("pause"), func(c *v1.Config) { c.Entrypoint = sleep })
+	pause := image(nil, label("sandbox"), func(c *v1.Config) { c.Entrypoint = sleep })
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	return testenv.Push(ctx, map[string]remote.Taggable{
+		// framework.DefaultLinuxContainerImage of critest v1.37.0.
+		mirror + "/registry.k8s.io/e2e-test-images/busybox:1.29-2":   busybox,
+		mirror + "/gcr.io/k8s-staging-cri-tools/test-image-tag:test": tagged,
+		mirror + "/registry.k8s.io/pause:3.9":                        pause39,
+		mirror + "/k8s.gcr.io/pause:3.9":                             pause39,
+		sandbox:                                                      pause,
+	}, 4)
 }

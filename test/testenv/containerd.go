@@ -37,6 +37,25 @@ func ContainerdAt(dir string) Containerd {
 //
 //	containerd --config c.Config
 func WriteContainerd(dir string, hosts map[string]string, closed string) (Containerd, error) {
+	return WriteContainerdCRI(dir, hosts, closed, CRIOptions{})
+}
+
+// CRIOptions are the CRI plugin settings a containerd needs to run pods, beyond pulling
+// images. The zero value is WriteContainerd's configuration.
+type CRIOptions struct {
+	// SandboxImage is the pause image (sandbox_image) containerd pulls by itself, with its own
+	// certs.d, whoever asks for a pod; empty keeps containerd's default.
+	SandboxImage string
+	// CNIConfDir and CNIBinDir are where containerd finds the pod network's configuration
+	// (see WriteCNI) and the plugins; empty keeps containerd's defaults under /etc and /opt.
+	CNIConfDir, CNIBinDir string
+	// Cgroups lets runc put containers in cgroups (cgroupfs), which container stats and
+	// resource limits need; without it containerd runs them with cgroups disabled.
+	Cgroups bool
+}
+
+// WriteContainerdCRI is WriteContainerd with the CRI plugin settings of o.
+func WriteContainerdCRI(dir string, hosts map[string]string, closed string, o CRIOptions) (Containerd, error) {
 	c := ContainerdAt(dir)
 	for _, sub := range []string{"root", "state", "certs.d"} {
 		if err := os.MkdirAll(filepath.Join(dir, sub), 0o755); err != nil {
@@ -64,15 +83,36 @@ state = %q
   address = %q
 
 [plugins."io.containerd.grpc.v1.cri"]
-  disable_cgroup = true
+  disable_cgroup = %t
   disable_apparmor = true
   restrict_oom_score_adj = true
-  [plugins."io.containerd.grpc.v1.cri".containerd]
+%s  [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
   [plugins."io.containerd.grpc.v1.cri".registry]
     config_path = %q
-`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), c.Socket, c.Certs)
+%s`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), c.Socket, !o.Cgroups, sandbox(o), c.Certs, cni(o))
 	return c, os.WriteFile(c.Config, []byte(cfg), 0o644)
+}
+
+func sandbox(o CRIOptions) string {
+	if o.SandboxImage == "" {
+		return ""
+	}
+	return fmt.Sprintf("  sandbox_image = %q\n", o.SandboxImage)
+}
+
+func cni(o CRIOptions) string {
+	if o.CNIConfDir == "" && o.CNIBinDir == "" {
+		return ""
+	}
+	s := "  [plugins.\"io.containerd.grpc.v1.cri\".cni]\n"
+	if o.CNIConfDir != "" {
+		s += fmt.Sprintf("    conf_dir = %q\n", o.CNIConfDir)
+	}
+	if o.CNIBinDir != "" {
+		s += fmt.Sprintf("    bin_dir = %q\n", o.CNIBinDir)
+	}
+	return s
 }
 
 // WriteHost makes containerd reach host (a registry host[:port]) at server (http://...)

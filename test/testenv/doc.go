@@ -7,6 +7,9 @@
 //     registries only through certs.d; the public registries at a closed loopback port);
 //   - registry.go: docker-registry's config;
 //   - images.go: synthetic linux images for this machine's architecture, and pushing them;
+//   - busybox.go, cni.go: what a runtime needs to run pods as well as pull images: runnable
+//     images on Debian's static busybox, a pod network of its own (CRIOptions in containerd.go
+//     point containerd at them and at a sandbox image);
 //   - reference.go: reference helpers the tests compare names with.
 //
 // Nothing here starts a process: each caller runs the programs its own way (the e2e harness

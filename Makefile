@@ -8,7 +8,7 @@ BIN := bin/cri-mirror-proxy
 TESTBIN := bin/test
 export CGO_ENABLED ?= 0
 
-.PHONY: help build image testbin run test unit fuzz e2e soak critest critest-crio bench gobench lint tools clean
+.PHONY: help build image testbin run test unit fuzz e2e soak critest critest-runtime critest-crio bench gobench lint tools clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -29,7 +29,7 @@ testbin: ## build the test programs (test/envtool, the bench driver) into TESTBI
 run: ## install what is missing and run the demo (a local registry + containerd, or RUNTIME_ENDPOINT=...)
 	bash test/demo.sh
 
-test: unit image e2e critest critest-crio ## everything: unit tests, the image, e2e on real containerd, CRI-O + registry, critest through the proxy on both runtimes
+test: unit image e2e critest critest-runtime critest-crio ## everything: unit tests, the image, e2e on real containerd, CRI-O + registry, critest through the proxy on both runtimes
 
 # test/parity is a module of its own (its references stay out of go.mod);
 # -mod=mod follows the root module's requirements when they change;
@@ -52,6 +52,9 @@ soak: tools ## long e2e variants: repeated SIGKILL during pulls, 10,000-call loa
 
 critest: tools build ## critest image conformance through the proxy in front of containerd (root)
 	bash test/critest.sh
+
+critest-runtime: tools build ## critest runtime specs (sandbox, container, exec, attach, logs) with the proxy as both endpoints of containerd (root)
+	CRITEST_SUITE=runtime bash test/critest.sh
 
 critest-crio: tools build ## critest image conformance through the proxy in front of CRI-O (root)
 	CRITEST_RUNTIME=crio bash test/critest.sh

@@ -140,12 +140,13 @@ cmp_hosts_toml() {
   fi
 }
 
-# cmp_containerd_start: containerd with its own root/state/socket. Every public registry host
-# is pointed at a closed loopback port, so nothing leaves the machine and a pull from a source
-# fails at once (connection refused). Hosts already configured (cmp_hosts_toml) are kept.
+# cmp_containerd_start [OPTION...]: containerd with its own root/state/socket. Every public
+# registry host is pointed at a closed loopback port, so nothing leaves the machine and a pull
+# from a source fails at once (connection refused). Hosts already configured (cmp_hosts_toml)
+# are kept. OPTIONs go to `envtool containerd` (-sandbox-image=REF, -cni=DIR, -cgroups).
 cmp_containerd_start() {
   local d=$CMP_DIR/ctd
-  CMP_CTD_SOCK=$("$CMP_ENVTOOL" containerd "$d" "http://127.0.0.1:$CMP_CLOSED_PORT") \
+  CMP_CTD_SOCK=$("$CMP_ENVTOOL" containerd "$d" "http://127.0.0.1:$CMP_CLOSED_PORT" "$@") \
     || cmp_die "writing the containerd config failed"
   cmp_start containerd containerd --config "$d/config.toml"
   cmp_wait 30 "containerd socket $CMP_CTD_SOCK" \
@@ -180,6 +181,25 @@ cmp_push() {
 # MIRROR/<source host>/<path> (the list is in test/envtool).
 cmp_push_critest_images() {
   "$CMP_ENVTOOL" push-critest "$1" || cmp_die "pushing the critest images under $1 failed"
+}
+
+# cmp_push_critest_runtime_images MIRROR SANDBOX: the runnable images critest's container and
+# sandbox specs name, under MIRROR/<source host>/<path>, and the pause image as SANDBOX.
+cmp_push_critest_runtime_images() {
+  "$CMP_ENVTOOL" push-critest-runtime "$1" "$2" || cmp_die "pushing the critest runtime images under $1 failed"
+}
+
+# cmp_containerd_pods_down: stop and remove every pod containerd runs, so that no shim,
+# mount or network namespace outlives it (containerd keeps its netns under /var/run/netns).
+cmp_containerd_pods_down() {
+  [[ -n ${CMP_CTD_SOCK:-} ]] && cmp_alive containerd || return 0
+  local c=(crictl --runtime-endpoint "unix://$CMP_CTD_SOCK" --image-endpoint "unix://$CMP_CTD_SOCK" --timeout 20s)
+  local ids
+  ids=$(timeout 30 "${c[@]}" pods -q 2>/dev/null) || return 0
+  [[ -n $ids ]] || return 0
+  cmp_log "removing the pods left at containerd"
+  # shellcheck disable=SC2086 # one id per word
+  timeout 120 "${c[@]}" rmp -f $ids >/dev/null 2>&1 || cmp_log "could not remove every pod"
 }
 
 # cmp_build_proxy: CMP_PROXY_BIN = $CRI_MIRROR_PROXY_BIN when set, else bin/cri-mirror-proxy built

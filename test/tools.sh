@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the real-parts tests need, idempotently:
-#   apt:  containerd runc docker-registry prometheus systemd busybox-static (and make, curl)
+#   apt:  containerd runc docker-registry prometheus systemd busybox-static (and make, curl, iproute2)
 #         (only when a command or package is missing)
 #         conmon containernetworking-plugins libseccomp-dev pkg-config (CRI-O's, see below)
 #   go:   crane, crictl, critest, kubelet   (into test/.bin, only when missing or of another version)
@@ -27,9 +27,10 @@ log() { printf 'tools.sh: %s\n' "$*" >&2; }
 # tests (`make test`, health checks in test/lib.sh) and may be missing on a minimal Debian;
 # promtool (Debian package prometheus) checks the alert rules in deploy/prometheus;
 # systemd-analyze (Debian package systemd; systemd need not be running) checks the unit files;
-# busybox-static is the shell and tools of the container image (make image).
+# busybox-static is the shell and tools of the container image (make image) and of the images
+# critest's runtime specs run; ip (iproute2) deletes the bridge of their pod network.
 missing=()
-for cmd_pkg in containerd:containerd runc:runc docker-registry:docker-registry make:make curl:curl promtool:prometheus systemd-analyze:systemd; do
+for cmd_pkg in containerd:containerd runc:runc docker-registry:docker-registry make:make curl:curl promtool:prometheus systemd-analyze:systemd ip:iproute2; do
   command -v "${cmd_pkg%%:*}" >/dev/null || missing+=("${cmd_pkg#*:}")
 done
 # CRI-O (built below) runs containers through conmon and runc, sets up pod networks with the CNI

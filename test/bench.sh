@@ -100,6 +100,11 @@ second_proxy() {
 second_proxy proxy-probe-first "$CMP_PROXY_BIN" --probe-overlap 0
 probe_first=(-probe-first "$second_sock")
 
+# A proxy with the tag check on for the driver's tag check case (its source is the registry itself,
+# under tagsrc), beside the default one (no policy for it) in the mirror pull phase.
+second_proxy proxy-tag-check "$CMP_PROXY_BIN" --tag-check "127.0.0.1:$port/tagsrc=source-required"
+tag_check=(-tag-check-proxy "$second_sock" -tag-check-metrics "$second_metrics")
+
 # Optional: a second proxy build side by side with the first in the pass-through phases, e.g.
 # the same code before and after a change (BENCH_COMPARE_BIN=/path/to/other/cri-mirror-proxy).
 compare=()
@@ -116,7 +121,7 @@ command="bash test/bench.sh${*:+ $*}"
   -registry-pid "$(cat "$CMP_DIR/registry.pid")" \
   -proxy "$CMP_PROXY_SOCK" -proxy-pid "$proxy_pid" -metrics "$CMP_METRICS_ADDR" \
   -registry "127.0.0.1:$port" -closed-port "$CMP_CLOSED_PORT" -blackhole-port "$blackhole" \
-  -work-dir "$CMP_DIR" -profile-dir "${BENCH_PROFILE_DIR:-}" "${compare[@]}" "${probe_first[@]}" \
+  -work-dir "$CMP_DIR" -profile-dir "${BENCH_PROFILE_DIR:-}" "${compare[@]}" "${probe_first[@]}" "${tag_check[@]}" \
   -out "$out" -command "$command" -since "$started" \
   -proxy-args "${BENCH_PROXY_ARGS:-}" \
   -revision "$(cd "$CMP_ROOT" && git describe --always --dirty 2>/dev/null || echo unknown)" \

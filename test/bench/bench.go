@@ -34,6 +34,9 @@ type bench struct {
 	// first is the optional proxy that always probes before pulling
 	// (-probe-first), "proxy-probe-first".
 	first *target
+	// tagOn is the optional proxy with a tag-check policy (-tag-check-proxy),
+	// "proxy-tag-check".
+	tagOn *target
 
 	// cmp is the optional second proxy build (-compare), "proxy-b".
 	cmp       *target
@@ -78,6 +81,12 @@ func newBench(ctx context.Context, cfg *config) (*bench, error) {
 	}
 	if cfg.probeFirstSock != "" {
 		if b.first, err = dial("proxy-probe-first", cfg.probeFirstSock); err != nil {
+			b.close()
+			return nil, err
+		}
+	}
+	if cfg.tagCheckSock != "" {
+		if b.tagOn, err = dial("proxy-tag-check", cfg.tagCheckSock); err != nil {
 			b.close()
 			return nil, err
 		}
@@ -129,7 +138,7 @@ func freeLoopbackAddr() (string, error) {
 }
 
 func (b *bench) close() {
-	for _, t := range []*target{b.direct, b.hop, b.hopB, b.proxy, b.first, b.cmp} {
+	for _, t := range []*target{b.direct, b.hop, b.hopB, b.proxy, b.first, b.tagOn, b.cmp} {
 		if t != nil {
 			t.close()
 		}

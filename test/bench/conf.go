@@ -65,6 +65,19 @@ func (r fallbackRule) firstMirror(cfg *config) string {
 	return ""
 }
 
+// tagCheckSource is the source of the tag check case: a repository path of
+// the local registry itself, so that the proxy's HEAD to the source stays on
+// loopback and answers (the healthy path). Its rule's mirror is the good
+// mirror's copy, the same image.
+func (cfg *config) tagCheckSource() string { return cfg.registry + "/tagsrc" }
+
+// tagCheckRef is the image of the tag check case, and tagCheckMirrorRef
+// where the good mirror holds it.
+func (cfg *config) tagCheckRef() string { return cfg.tagCheckSource() + "/pull:1" }
+func (cfg *config) tagCheckMirrorRef() string {
+	return cfg.registry + "/" + mirrorPath + "/tagsrc/pull:1"
+}
+
 // mirrorRef is where the good mirror holds an image of the given source
 // name: docker.io/bench/x:1 → 127.0.0.1:PORT/mirror/bench/x:1.
 func (cfg *config) mirrorRef(source string) string {
@@ -82,6 +95,9 @@ func writeConf(w io.Writer, cfg *config) error {
 		}
 	}
 	rule(benchPrefix, cfg.mirrorRef(benchPrefix))
+	// The tag check case: the source is the registry (plain HTTP) itself.
+	fmt.Fprintf(&b, "\n[[registry]]\nprefix = %q\nlocation = %q\ninsecure = true\n", cfg.tagCheckSource(), cfg.tagCheckSource())
+	fmt.Fprintf(&b, "\n[[registry.mirror]]\nlocation = %q\ninsecure = true\npull-from-mirror = \"tag-only\"\n", cfg.registry+"/"+mirrorPath+"/tagsrc")
 	for _, r := range fallbackRules(cfg.fallbackReps) {
 		good := cfg.mirrorRef(r.prefix())
 		if bad := r.firstMirror(cfg); bad != "" {

@@ -10,7 +10,7 @@
 //     nothing decoded; see hop.go) and through the proxy, with 10 and with
 //     5,000 images that all carry proxy aliases;
 //  2. a mirror pull through the proxy against containerd pulling the mirror
-//     reference itself;
+//     reference itself, and (-tag-check-proxy) with the tag check on vs off;
 //  3. 100 concurrent identical pulls against one pull;
 //  4. the cost of a refused, a black-holed and a tag-less first mirror;
 //  5. the proxy's resident memory, idle and under 1,000 concurrent calls.
@@ -54,11 +54,15 @@ type config struct {
 	// An optional proxy that always probes a mirror before the runtime
 	// pulls (--probe-overlap=0), measured beside the first in the pull phase.
 	probeFirstSock string
-	registry       string
-	closedPort     int
-	blackholePort  int
-	probeTimeout   time.Duration
-	workDir        string
+	// An optional proxy with a tag-check policy on the tag check case's
+	// source (tagCheckSource), measured beside the first in the pull phase.
+	tagCheckSock    string
+	tagCheckMetrics string
+	registry        string
+	closedPort      int
+	blackholePort   int
+	probeTimeout    time.Duration
+	workDir         string
 
 	many         int
 	statusRounds int
@@ -113,6 +117,8 @@ func parseFlags() *config {
 	flag.IntVar(&c.comparePID, "compare-pid", 0, "pid of the second proxy")
 	flag.StringVar(&c.compareMetrics, "compare-metrics", "", "metrics address of the second proxy")
 	flag.StringVar(&c.probeFirstSock, "probe-first", "", "socket of a proxy running with --probe-overlap=0, measured beside the proxy in the mirror pull phase (optional)")
+	flag.StringVar(&c.tagCheckSock, "tag-check-proxy", "", "socket of a proxy running with --tag-check <registry>/tagsrc=source-required, measured beside the proxy (tag check off) in the mirror pull phase (optional)")
+	flag.StringVar(&c.tagCheckMetrics, "tag-check-metrics", "", "metrics address of the -tag-check-proxy")
 	flag.StringVar(&c.registry, "registry", "", "the local registry (127.0.0.1:PORT) serving as the good mirror")
 	flag.IntVar(&c.closedPort, "closed-port", 0, "a loopback port nothing listens on (the refusing mirror)")
 	flag.IntVar(&c.blackholePort, "blackhole-port", 0, "a free loopback port for the black-holing mirror")
@@ -158,6 +164,9 @@ func (c *config) check() error {
 		if f.unset {
 			missing = append(missing, f.name)
 		}
+	}
+	if c.tagCheckSock != "" && c.tagCheckMetrics == "" {
+		missing = append(missing, "-tag-check-metrics")
 	}
 	if c.compareSock != "" && (c.comparePID == 0 || c.compareMetrics == "") {
 		missing = append(missing, "-compare-pid", "-compare-metrics")

@@ -28,6 +28,14 @@ type pullResult struct {
 	// (-probe-first): the cost of a pull from a mirror whose last answer
 	// was not a recent hit.
 	first []time.Duration
+	// tagOff and tagOn: the tag check case (tagCheckRef), through the proxy
+	// (no policy for it: the mirror's answer is pulled as is) and through
+	// the proxy with the policy (-tag-check-proxy: a HEAD to the source
+	// alongside the HEAD to the mirror, then mirror@digest).
+	tagOff, tagOn []time.Duration
+	// tagChecks counts the proxy-tag-check's verdicts by result during the
+	// measured pulls (its metrics).
+	tagChecks map[string]float64
 	// own is the proxy's mean time per pull outside the runtime's pull
 	// (resolve, probe, alias write): its PullImage handling time minus its
 	// runtime attempt time, from its own metrics.
@@ -94,8 +102,11 @@ func (b *bench) mirrorPulls(ctx context.Context) error {
 	if b.first != nil {
 		targets = append(targets, pullTarget{b.first, pullImage, &b.pulls.first})
 	}
+	if b.tagOn != nil {
+		targets = append(targets, pullTarget{b.proxy, b.cfg.tagCheckRef(), &b.pulls.tagOff}, pullTarget{b.tagOn, b.cfg.tagCheckRef(), &b.pulls.tagOn})
+	}
 	logf("mirror pull of %s: %d rounds, %d targets taking turns", pullImage, n, len(targets))
-	var before promtest.Set
+	var before, tagBefore promtest.Set
 	rng := rand.New(rand.NewPCG(2, uint64(len(targets))))
 	for r := -1; r < n; r++ { // round -1 warms the registry's and the kernel's caches
 		for _, i := range rng.Perm(len(targets)) {
@@ -112,6 +123,11 @@ func (b *bench) mirrorPulls(ctx context.Context) error {
 			var err error
 			if before, err = promtest.Scrape(ctx, b.cfg.metricsAddr); err != nil {
 				return err
+			}
+			if b.tagOn != nil {
+				if tagBefore, err = promtest.Scrape(ctx, b.cfg.tagCheckMetrics); err != nil {
+					return err
+				}
 			}
 		}
 	}
@@ -130,6 +146,19 @@ func (b *bench) mirrorPulls(ctx context.Context) error {
 	logf("  p50 hop %s (paired %.3f×)", ms(median(b.pulls.hop)), paired(b.pulls.hop, b.pulls.direct))
 	if len(b.pulls.first) > 0 {
 		logf("  p50 probe-first proxy %s (%.3f×)", ms(median(b.pulls.first)), ratio(median(b.pulls.first), median(b.pulls.direct)))
+	}
+	if b.tagOn != nil {
+		tagAfter, err := promtest.Scrape(ctx, b.cfg.tagCheckMetrics)
+		if err != nil {
+			return err
+		}
+		b.pulls.tagChecks = map[string]float64{}
+		for _, res := range []string{"match", "platform_match", "stale", "source_unreachable"} {
+			m := map[string]string{"result": res}
+			b.pulls.tagChecks[res] = tagAfter.Sum("cri_mirror_tag_checks_total", m) - tagBefore.Sum("cri_mirror_tag_checks_total", m)
+		}
+		logf("  tag check: p50 off %s on %s (paired on/off %.3f×); checks %v", ms(median(b.pulls.tagOff)), ms(median(b.pulls.tagOn)),
+			paired(b.pulls.tagOn, b.pulls.tagOff), b.pulls.tagChecks)
 	}
 	return nil
 }

@@ -313,6 +313,19 @@ func (b *bench) write(w io.Writer) {
 		t.write(w)
 	}
 
+	if len(b.pulls.tagOn) > 0 {
+		fmt.Fprintf(w, "\n## 2b. Mirror pull with the tag check on vs off (same image, same run)\n\n")
+		fmt.Fprintf(w, "`%s` (source: the registry itself, mirror: `%s`, the same image) through the proxy, which has no\n"+
+			"tag-check policy for it, and through a second proxy with `--tag-check %s=source-required`, which HEADs the source\n"+
+			"alongside the mirror and pulls the mirror by the source's digest; taking turns with section 2's pulls.\n\n",
+			b.cfg.tagCheckRef(), b.cfg.tagCheckMirrorRef(), b.cfg.tagCheckSource())
+		t = table{header: []string{"n", "check off p50", "check on p50", "on/off p50", "on/off paired", "on − off p50", "tag checks (metrics)"}}
+		off, on := summarize(b.pulls.tagOff), summarize(b.pulls.tagOn)
+		t.add(fmt.Sprint(on.n), ms(off.p50), ms(on.p50), x(ratio(on.p50, off.p50)), x(paired(b.pulls.tagOn, b.pulls.tagOff)),
+			ms(on.p50-off.p50), describeTagChecks(b.pulls.tagChecks))
+		t.write(w)
+	}
+
 	if len(b.dedup.burst) > 0 {
 		d := b.dedup
 		fmt.Fprintf(w, "\n## 3. %d concurrent identical pulls (2 × 2 MiB layers) through the proxy\n\n", d.concurrency)
@@ -448,4 +461,18 @@ func minD(d []time.Duration) time.Duration {
 		m = min(m, v)
 	}
 	return m
+}
+
+// describeTagChecks renders the tag check verdicts counted, by result.
+func describeTagChecks(m map[string]float64) string {
+	var parts []string
+	for _, res := range []string{"match", "platform_match", "stale", "source_unreachable"} {
+		if m[res] > 0 {
+			parts = append(parts, fmt.Sprintf("%s %.0f", res, m[res]))
+		}
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, ", ")
 }

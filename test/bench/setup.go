@@ -34,6 +34,10 @@ func (b *bench) prepare(ctx context.Context) error {
 			return err
 		}
 	}
+	// The tag check case: the pull image again, at the source and on the
+	// mirror, so that both agree.
+	images[b.cfg.tagCheckRef()] = images[b.cfg.mirrorRef(pullImage)]
+	images[b.cfg.tagCheckMirrorRef()] = images[b.cfg.mirrorRef(pullImage)]
 	for _, r := range fallbackRules(b.cfg.fallbackReps) {
 		for k := range fallbackPulls + 1 {
 			src := fallbackRef(r, k)

@@ -88,21 +88,18 @@ func (s *Server) checkTag(ctx context.Context, req *runtimeapi.PullImageRequest,
 	if s.tagCheck == nil {
 		return res, nil, nil
 	}
-	tagged, ok := res.Original.(reference.NamedTagged)
+	image, ok := checkedImage(res)
 	if !ok {
 		return res, nil, nil
 	}
-	if _, digested := res.Original.(reference.Digested); digested {
-		return res, nil, nil
-	}
-	entry, _ := s.tagCheck.policy.For(res.Original.Name())
+	entry, _ := s.tagCheck.policy.For(image.Name())
 	if entry.Mode == resolver.TagCheckOff || !hasMirror(res) {
 		return res, nil, nil
 	}
 	registry := ruleLabel(res.Rule)
-	log := s.log.WithFields(logrus.Fields{"image": res.Original.String(), "tag_check": string(entry.Mode), "tag_check_prefix": entry.Prefix})
+	log := s.log.WithFields(logrus.Fields{"image": image.String(), "tag_check": string(entry.Mode), "tag_check_prefix": entry.Prefix})
 
-	src, mirrors := s.askTag(ctx, req, res, tagged)
+	src, mirrors := s.askTag(ctx, req, res)
 	out := *res
 	out.Candidates = make([]resolver.Candidate, 0, len(res.Candidates))
 
@@ -115,7 +112,7 @@ func (s *Server) checkTag(ctx context.Context, req *runtimeapi.PullImageRequest,
 			}
 			log.WithError(src.err).Warn("tag check: the source could not be asked for the tag's digest; not pulling")
 			return nil, nil, status.Errorf(code, "pull %s: tag check policy %s (prefix %q) requires the source's digest for the tag, and the source %s could not be asked: %v",
-				res.Original, entry.Mode, entry.Prefix, sourceName(res), src.err)
+				image, entry.Mode, entry.Prefix, sourceName(res), src.err)
 		}
 		log.WithError(src.err).Info("tag check: the source could not be asked for the tag's digest; pulling the mirrors' answers, remembered per tag")
 		for i, c := range res.Candidates {
@@ -124,10 +121,10 @@ func (s *Server) checkTag(ctx context.Context, req *runtimeapi.PullImageRequest,
 			}
 			out.Candidates = append(out.Candidates, c)
 		}
-		return &out, func(served resolver.Candidate) { s.trustOnFirstUse(res, served, log) }, nil
+		return &out, func(served resolver.Candidate) { s.trustOnFirstUse(res, image, served, log) }, nil
 	}
 
-	s.recordTag(res.Original.String(), src.digest, log)
+	s.recordTag(image.String(), src.digest, log)
 	log = log.WithField("source_digest", src.digest.String())
 	var srcIndex []byte // the source's manifest, read once if a mirror disagrees
 	for i, c := range res.Candidates {
@@ -162,7 +159,7 @@ func (s *Server) checkTag(ctx context.Context, req *runtimeapi.PullImageRequest,
 // askTag sends the HEADs: the source (with the caller's credentials for it)
 // and every mirror not held back by its breaker (with its own), at once,
 // all bounded by the check's timeout. mirrors is keyed by candidate index.
-func (s *Server) askTag(ctx context.Context, req *runtimeapi.PullImageRequest, res *resolver.Resolution, tagged reference.NamedTagged) (src tagHead, mirrors map[int]tagHead) {
+func (s *Server) askTag(ctx context.Context, req *runtimeapi.PullImageRequest, res *resolver.Resolution) (src tagHead, mirrors map[int]tagHead) {
 	ctx, cancel := context.WithTimeout(ctx, s.tagCheck.timeout)
 	defer cancel()
 	mirrors = map[int]tagHead{}
@@ -260,14 +257,14 @@ func platformImage(b []byte, d digest.Digest, p Platform) (digest.Digest, string
 	return child, platform, err
 }
 
-// trustOnFirstUse compares the digest that served an unchecked pull with
-// the one recorded for the tag, and records it.
-func (s *Server) trustOnFirstUse(res *resolver.Resolution, served resolver.Candidate, log logrus.FieldLogger) {
+// trustOnFirstUse compares the digest that served an unchecked pull of
+// image with the one recorded for the tag, and records it.
+func (s *Server) trustOnFirstUse(res *resolver.Resolution, image reference.Named, served resolver.Candidate, log logrus.FieldLogger) {
 	dg, ok := served.Ref.(reference.Digested)
 	if !ok || served.Source || s.tagCheck.records == nil {
 		return
 	}
-	name := res.Original.String()
+	name := image.String()
 	if old, ok := s.tagCheck.records.Tag(name); ok && old.Digest != dg.Digest().String() {
 		s.metrics.TagChanges.WithLabelValues(ruleLabel(res.Rule)).Inc()
 		log.WithFields(logrus.Fields{
@@ -293,6 +290,28 @@ func pinned(c resolver.Candidate, d digest.Digest) resolver.Candidate {
 		c.Ref = ref
 	}
 	return c
+}
+
+// checkedImage is the tag reference a tag check of res is about: the image
+// every candidate pulls (for a short name resolved through [aliases], the
+// name it resolved to). A pull by digest, and a short name completed with
+// several unqualified-search registries (each its own source), are not
+// checked.
+func checkedImage(res *resolver.Resolution) (reference.NamedTagged, bool) {
+	if len(res.Candidates) == 0 {
+		return nil, false
+	}
+	image := res.Candidates[0].Image
+	for _, c := range res.Candidates[1:] {
+		if c.Image.String() != image.String() {
+			return nil, false
+		}
+	}
+	if _, digested := image.(reference.Digested); digested {
+		return nil, false
+	}
+	tagged, ok := image.(reference.NamedTagged)
+	return tagged, ok
 }
 
 func hasMirror(res *resolver.Resolution) bool {
@@ -322,26 +341,33 @@ func sourceName(res *resolver.Resolution) string {
 }
 
 // DescribeTagCheck explains, for the resolve command, what the tag check
-// does to a pull of res; nil when it does nothing.
+// does to a pull of res; nil when no tag-check entry covers it.
 func DescribeTagCheck(res *resolver.Resolution, policy *resolver.TagCheckPolicy) []string {
-	entry, matched := policy.For(res.Original.Name())
-	_, digested := res.Original.(reference.Digested)
-	switch {
-	case !matched:
-		return nil
-	case entry.Mode == resolver.TagCheckOff:
-		return []string{fmt.Sprintf("tag check: off (prefix %q): a mirror's answer for a tag is pulled as it is", entry.Prefix)}
-	case digested:
-		return []string{fmt.Sprintf("tag check: %s (prefix %q) does not apply: a pull by digest is checked by the runtime", entry.Mode, entry.Prefix)}
-	case !hasMirror(res):
-		return []string{fmt.Sprintf("tag check: %s (prefix %q) does not apply: no mirror is a candidate", entry.Mode, entry.Prefix)}
+	name := res.Original
+	if len(res.Candidates) > 0 {
+		name = res.Candidates[0].Image
 	}
-	src := "the source " + sourceName(res)
-	if _, ok := sourceCandidate(res); !ok {
-		src = "the source, which the rule never contacts,"
+	entry, matched := policy.For(name.Name())
+	if !matched {
+		return nil
+	}
+	head := fmt.Sprintf("tag check: %s (prefix %q)", entry.Mode, entry.Prefix)
+	_, tagged := checkedImage(res)
+	_, hasSource := sourceCandidate(res)
+	switch {
+	case entry.Mode == resolver.TagCheckOff:
+		return []string{head + ": a mirror's answer for a tag is pulled as it is"}
+	case !tagged:
+		return []string{head + " does not apply: not a pull of one image by tag (a pull by digest is checked by the runtime)"}
+	case !hasMirror(res):
+		return []string{head + " does not apply: no mirror is a candidate"}
+	case !hasSource && entry.Mode == resolver.TagCheckSourceRequired:
+		return []string{head + ": the rule never contacts the source, so the tag cannot be checked and the pull fails"}
+	case !hasSource:
+		return []string{head + ": the rule never contacts the source, so the tag cannot be checked; the mirrors' answers are pulled and compared with the digest recorded for the tag before"}
 	}
 	lines := []string{
-		fmt.Sprintf("tag check: %s (prefix %q): %s is asked for the tag's digest S (HEAD, with the caller's credentials) while each mirror is asked for its own answer", entry.Mode, entry.Prefix, src),
+		fmt.Sprintf("%s: the source %s is asked for the tag's digest S (HEAD, with the caller's credentials) while each mirror is asked for its own answer", head, sourceName(res)),
 		"a mirror answering S is pulled as mirror@S; one answering another digest only if its manifest for this node's platform is the source's, else it is skipped as stale",
 	}
 	if entry.Mode == resolver.TagCheckSourceRequired {

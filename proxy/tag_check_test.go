@@ -346,3 +346,60 @@ func TestRegistryTagsAgainstRealRegistries(t *testing.T) {
 		t.Errorf("the rule's mirror was asked %d times; the tag check asks the host named only", n)
 	}
 }
+
+// TestTagCheckShortNames: a short name resolved through [aliases] is
+// checked under the name it resolves to; one completed with several
+// unqualified-search registries (several sources) is not checked.
+func TestTagCheckShortNames(t *testing.T) {
+	S := dg("tools")
+	const mirror = "127.0.0.1:5000/mirror/gcr.io/x/tools"
+	f := &fakeTags{digests: map[string]digest.Digest{"gcr.io/x/tools:latest": S, mirror + ":latest": S}}
+	h := tagCheckHarness(t, "gcr.io/x=source-required", f)
+	h.rt.Publish(mirror+"@"+S.String(), "tools")
+	h.mustPull("ops/tools")
+	if got := h.rt.PulledRefs(); !slices.Equal(got, []string{mirror + "@" + S.String()}) {
+		t.Errorf("runtime pulls = %q, want the mirror by the source's digest", got)
+	}
+	if r, ok := h.store.Tag("gcr.io/x/tools:latest"); !ok || r.Digest != S.String() {
+		t.Errorf("tag record of the alias target = %+v (found %v)", r, ok)
+	}
+
+	named := func(s string) reference.Named {
+		n, err := reference.ParseDockerRef(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	two := &resolver.Resolution{Original: named("docker.io/library/app:v1"), Candidates: []resolver.Candidate{
+		{Ref: named("a.test/app:v1"), Image: named("a.test/app:v1"), Source: true},
+		{Ref: named("b.test/app:v1"), Image: named("b.test/app:v1"), Source: true},
+	}}
+	if _, ok := checkedImage(two); ok {
+		t.Error("a resolution with two images (search registries) is checked")
+	}
+}
+
+func TestDescribeTagCheck(t *testing.T) {
+	h := newHarness(t)
+	p, err := resolver.ParseTagCheckPolicy("gcr.io/x=source-if-reachable,quay.io=source-required,docker.io=off")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for image, want := range map[string]string{
+		"gcr.io/x/app:v1": "the source gcr.io/x/app:v1 is asked",
+		"gcr.io/x/app@sha256:" + strings.Repeat("c", 64): "does not apply",
+		"quay.io/org/app:v1":                             "never contacts the source, so the tag cannot be checked and the pull fails",
+		"nginx:1.27":                                     "tag check: off",
+		"registry.example.com/app:v1":                    "",
+	} {
+		res, err := h.rules.Resolve(image)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := strings.Join(DescribeTagCheck(res, p), "\n")
+		if (want == "") != (got == "") || !strings.Contains(got, want) {
+			t.Errorf("DescribeTagCheck(%s) = %q, want it to say %q", image, got, want)
+		}
+	}
+}

@@ -34,7 +34,9 @@ import (
 //     (a platform-filtered index on the mirror): mirror@M (platform_match);
 //   - otherwise the mirror is not pulled (stale);
 //   - a mirror that gave no answer is pulled as mirror@S: the runtime then
-//     gets S or nothing.
+//     gets S or nothing;
+//   - the source has no such tag (404): no mirror is pulled (its answers
+//     count as stale), the source is, and fails as it would.
 //
 // Mirrors are pulled by digest so that what was compared is what is pulled,
 // even if a tag moves meanwhile; the alias table still answers for the tag.
@@ -100,9 +102,26 @@ func (s *Server) checkTag(ctx context.Context, req *runtimeapi.PullImageRequest,
 	log := s.log.WithFields(logrus.Fields{"image": image.String(), "tag_check": string(entry.Mode), "tag_check_prefix": entry.Prefix})
 
 	src, mirrors := s.askTag(ctx, req, res)
+	if ctx.Err() != nil {
+		return nil, nil, ctx.Err() // the caller left: nothing learnt about the source
+	}
 	out := *res
 	out.Candidates = make([]resolver.Candidate, 0, len(res.Candidates))
 
+	if src.err != nil && classifyProbe(ctx, src.err) == probeAbsent {
+		// The source answered that it has no such tag: no mirror's
+		// answer can be the source's. The source is still asked by the
+		// runtime, whose answer the caller gets.
+		log.WithError(src.err).Warn("tag check: the source has no such tag; not pulling it from a mirror")
+		for i, c := range res.Candidates {
+			if c.Source {
+				out.Candidates = append(out.Candidates, c)
+			} else if h, ok := mirrors[i]; ok && h.err == nil {
+				s.metrics.TagChecks.WithLabelValues(registry, metrics.TagCheckStale).Inc()
+			}
+		}
+		return &out, nil, nil
+	}
 	if src.err != nil {
 		s.metrics.TagChecks.WithLabelValues(registry, metrics.TagCheckSourceUnreachable).Inc()
 		if entry.Mode == resolver.TagCheckSourceRequired {

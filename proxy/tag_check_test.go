@@ -191,6 +191,31 @@ func TestTagCheckSourceReachable(t *testing.T) {
 	}
 }
 
+// TestTagCheckSourceHasNoSuchTag: a source that answers the tag is not
+// there is an answer, not an outage: the mirror is not pulled, the source
+// is, and its "not found" is the caller's.
+func TestTagCheckSourceHasNoSuchTag(t *testing.T) {
+	for _, policy := range []string{"gcr.io=source-required", "gcr.io=source-if-reachable"} {
+		f := &fakeTags{digests: map[string]digest.Digest{tcMirror + ":v1": dg("left over")}}
+		h := tagCheckHarness(t, policy, f)
+		h.rt.Publish(tcMirror+"@"+dg("left over").String(), "app")
+		h.rt.Publish(tcMirror+":v1", "app")
+		_, err := h.pull(tcTag, nil)
+		if status.Code(err) != codes.NotFound {
+			t.Errorf("%s: pull = %v, want NotFound from the source", policy, err)
+		}
+		if got := h.rt.PulledRefs(); !slices.Equal(got, []string{tcTag}) {
+			t.Errorf("%s: runtime pulls = %q, want the source only", policy, got)
+		}
+		if got := checks(h, metrics.TagCheckStale); got != 1 {
+			t.Errorf("%s: stale = %v, want 1 (the mirror's answer)", policy, got)
+		}
+		if got := checks(h, metrics.TagCheckSourceUnreachable); got != 0 {
+			t.Errorf("%s: source_unreachable = %v, want 0: the source answered", policy, got)
+		}
+	}
+}
+
 func TestTagCheckSourceUnreachable(t *testing.T) {
 	M := dg("mirror index")
 	for _, tc := range []struct {

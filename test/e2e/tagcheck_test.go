@@ -181,6 +181,21 @@ func TestTagCheck(t *testing.T) {
 		e.checkCredentials(t)
 	})
 
+	t.Run("tag deleted at the source: the mirror's copy is not pulled", func(t *testing.T) {
+		mustPushRandom(t, e.mirrorRepos+"/e2e/tc-gone:v1")
+		ref := e.src.host + "/e2e/tc-gone:v1"
+		before := e.checks(rule, "stale")
+		if _, err := e.pull(ref); status.Code(err) != codes.NotFound {
+			t.Errorf("PullImage(%s): %s; want NotFound, as the source answers", ref, grpcMessage(err))
+		}
+		if n := e.mirrorManifestGets("e2e/tc-gone", func(string) bool { return true }); n != 0 {
+			t.Errorf("containerd asked the mirror %d times for a tag the source does not have:\n%s", n, e.mir.dump(20))
+		}
+		if got := e.checks(rule, "stale"); got != before+1 {
+			t.Errorf("tag checks stale = %v, want %v", got, before+1)
+		}
+	})
+
 	t.Run("mirror holds a platform-filtered index: accepted by platform match", func(t *testing.T) {
 		native, err := testenv.Random(1024, 1, testenv.Arch)
 		if err != nil {

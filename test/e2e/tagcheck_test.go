@@ -36,7 +36,7 @@ type tagCheckEnv struct {
 	mirrorRepos string // where the mirror's repositories are pushed: env.mirror.host + "/tcm"
 }
 
-func newTagCheckEnv(t *testing.T) *tagCheckEnv {
+func newTagCheckEnv(t *testing.T, rt *criRuntime) *tagCheckEnv {
 	t.Helper()
 	e := &tagCheckEnv{podUser: "tc-pod", podPass: "tc-pod-secret-Vw3", closed: fmt.Sprintf("127.0.0.1:%d", env.closedPort)}
 	e.src = newRegistryFront(t, env.source.host)
@@ -50,8 +50,8 @@ func newTagCheckEnv(t *testing.T) *tagCheckEnv {
 	if err := os.WriteFile(authFile, []byte(authJSON), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	allowHost(t, env.ctd, e.src.host, "http://"+e.src.host)
-	allowHost(t, env.ctd, e.mir.host, "http://"+e.mir.host)
+	rt.allowHost(t, e.src.host, "http://"+e.src.host)
+	rt.allowHost(t, e.mir.host, "http://"+e.mir.host)
 	e.mirrorRepos = env.mirror.host + "/tcm"
 	mirrorLoc := e.mir.host + "/tcm"
 	conf := fmt.Sprintf(`
@@ -79,7 +79,7 @@ pull-from-mirror = "tag-only"
 		e.closed + "/e2e/ifr=source-if-reachable",
 		e.closed + "/e2e/off=off",
 	}, ",")
-	e.p = startProxyWith(t, conf, proxyOpts{args: []string{"--tag-check", policy, "--tag-check-timeout", "2s", "--auth-file", authFile}})
+	e.p = startProxyWith(t, conf, proxyOpts{runtime: rt, args: []string{"--tag-check", policy, "--tag-check-timeout", "2s", "--auth-file", authFile}})
 	return e
 }
 
@@ -98,12 +98,13 @@ func (e *tagCheckEnv) checks(registry, result string) float64 {
 	return e.p.metrics().Sum("cri_mirror_tag_checks_total", map[string]string{"registry": registry, "result": result})
 }
 
-// mirrorManifestGets counts the runtime's manifest requests for repo (e.g. "e2e/tc-agree") at
+// mirrorManifestGets counts the runtime's manifest requests (every request not from the proxy:
+// the test pushes to the registry behind the front) for repo (e.g. "e2e/tc-agree") at
 // the mirror front whose last path element satisfies match.
 func (e *tagCheckEnv) mirrorManifestGets(repo string, match func(tagOrDigest string) bool) int {
 	return e.mir.count(func(r frontRequest) bool {
 		m := manifestPath.FindStringSubmatch(r.Path)
-		return m != nil && m[1] == "tcm/"+repo && fromRuntime(r.UserAgent) && match(m[2])
+		return m != nil && m[1] == "tcm/"+repo && !fromProbe(r.UserAgent) && match(m[2])
 	})
 }
 
@@ -130,10 +131,13 @@ func (e *tagCheckEnv) checkCredentials(t *testing.T) {
 	}
 }
 
-// TestTagCheck: the tag check against real registries and containerd.
+// TestTagCheck: the tag check against real registries, in front of each runtime.
 func TestTagCheck(t *testing.T) {
-	cleanImages(t)
-	e := newTagCheckEnv(t)
+	eachRuntime(t, func(t *testing.T, rt *criRuntime) { testTagCheck(t, rt) })
+}
+
+func testTagCheck(t *testing.T, rt *criRuntime) {
+	e := newTagCheckEnv(t, rt)
 	rule := e.src.host
 
 	t.Run("source and mirror agree: the mirror serves the source's digest", func(t *testing.T) {
@@ -143,8 +147,8 @@ func TestTagCheck(t *testing.T) {
 		if err != nil {
 			t.Fatalf("PullImage(%s): %s", ref, grpcMessage(err))
 		}
-		if id != img.ID {
-			t.Errorf("PullImage(%s) = %s, want %s", ref, id, img.ID)
+		if id != rt.id(img) {
+			t.Errorf("PullImage(%s) = %s, want %s", ref, id, rt.id(img))
 		}
 		byDigest := e.mirrorManifestGets("e2e/tc-agree", func(s string) bool { return s == img.Digest })
 		byTag := e.mirrorManifestGets("e2e/tc-agree", func(s string) bool { return s == "v1" })
@@ -166,8 +170,8 @@ func TestTagCheck(t *testing.T) {
 		if err != nil {
 			t.Fatalf("PullImage(%s): %s", ref, grpcMessage(err))
 		}
-		if id != moved.ID {
-			t.Errorf("PullImage(%s) = %s, want the source's image %s (the mirror's stale one is %s)", ref, id, moved.ID, old.ID)
+		if want := rt.sourceAnswer(ref, moved); id != want {
+			t.Errorf("PullImage(%s) = %s, want the source's image %s (the mirror's stale one is %s)", ref, id, want, rt.id(old))
 		}
 		if n := e.mirrorManifestGets("e2e/tc-stale", func(string) bool { return true }); n != 0 {
 			t.Errorf("containerd asked the stale mirror %d times:\n%s", n, e.mir.dump(20))
@@ -233,8 +237,8 @@ func TestTagCheck(t *testing.T) {
 		if err != nil {
 			t.Fatalf("PullImage(%s): %s", ref, grpcMessage(err))
 		}
-		if id != srcImg.ID {
-			t.Errorf("PullImage(%s) = %s, want %s", ref, id, srcImg.ID)
+		if id != rt.id(srcImg) {
+			t.Errorf("PullImage(%s) = %s, want %s", ref, id, rt.id(srcImg))
 		}
 		byDigest := e.mirrorManifestGets("e2e/tc-multi", func(s string) bool { return s == mirImg.Digest })
 		byTag := e.mirrorManifestGets("e2e/tc-multi", func(s string) bool { return s == "v1" })
@@ -270,8 +274,8 @@ func TestTagCheck(t *testing.T) {
 				}
 			case err != nil:
 				t.Errorf("PullImage(%s): %s; want it served by the mirror", ref, grpcMessage(err))
-			case id != img.ID:
-				t.Errorf("PullImage(%s) = %s, want the mirror's %s", ref, id, img.ID)
+			case id != rt.id(img):
+				t.Errorf("PullImage(%s) = %s, want the mirror's %s", ref, id, rt.id(img))
 			}
 			want := before + 1
 			if strings.Contains(tc.path, "/off/") {
@@ -290,19 +294,19 @@ func TestTagCheck(t *testing.T) {
 		changes := func() float64 {
 			return e.p.metrics().Sum("cri_mirror_tag_changes_total", map[string]string{"registry": e.closed})
 		}
-		if id, err := e.pull(ref); err != nil || id != first.ID {
-			t.Fatalf("PullImage(%s) = %s, %v; want %s", ref, id, err, first.ID)
+		if id, err := e.pull(ref); err != nil || id != rt.id(first) {
+			t.Fatalf("PullImage(%s) = %s, %v; want %s", ref, id, err, rt.id(first))
 		}
-		if id, err := e.pull(ref); err != nil || id != first.ID || changes() != 0 {
-			t.Fatalf("the same answer again: %s, %v, tag changes %v; want %s and no change", id, err, changes(), first.ID)
+		if id, err := e.pull(ref); err != nil || id != rt.id(first) || changes() != 0 {
+			t.Fatalf("the same answer again: %s, %v, tag changes %v; want %s and no change", id, err, changes(), rt.id(first))
 		}
 		second := mustPushRandom(t, e.mirrorRepos+"/"+path+":v1") // the tag moves on the mirror
 		e.p.restart()
 		if got := changes(); got != 0 {
 			t.Fatalf("tag changes right after the restart = %v, want 0", got)
 		}
-		if id, err := e.pull(ref); err != nil || id != second.ID {
-			t.Fatalf("PullImage(%s) after the restart = %s, %v; want the mirror's new answer %s", ref, id, err, second.ID)
+		if id, err := e.pull(ref); err != nil || id != rt.id(second) {
+			t.Fatalf("PullImage(%s) after the restart = %s, %v; want the mirror's new answer %s", ref, id, err, rt.id(second))
 		}
 		if got := changes(); got != 1 {
 			t.Errorf("tag changes after the mirror's answer moved = %v, want 1", got)

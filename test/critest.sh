@@ -135,7 +135,17 @@ start=$SECONDS
 cmp_init "" # a fresh /tmp/cmp.XXXXXX
 status=1
 on_exit() {
-  local rc=$?
+  local rc=$? i
+  if [[ -n ${critest_pid:-} ]] && kill -0 "$critest_pid" 2>/dev/null; then
+    # Interrupted: timeout passes SIGTERM on to critest, which runs its specs' cleanup (their
+    # pods go) and stops; SIGKILL after 30s.
+    cmp_log "stopping critest (pid $critest_pid)"
+    kill -TERM "$critest_pid" 2>/dev/null
+    for ((i = 0; i < 150; i++)); do kill -0 "$critest_pid" 2>/dev/null || break; sleep 0.2; done
+    # timeout leads a process group of its own, critest in it.
+    kill -KILL -- "-$critest_pid" 2>/dev/null
+  fi
+  [[ -n ${tail_pid:-} ]] && kill "$tail_pid" 2>/dev/null
   if ((status != 0)); then
     cmp_log "critest $CRITEST_SUITE ($mode) FAILED; logs follow"
     cmp_dump_logs 80
@@ -200,12 +210,21 @@ if [[ $mode == proxy ]]; then
 fi
 
 cmp_log "critest -ginkgo.focus='$CRITEST_FOCUS' -ginkgo.skip='$CRITEST_SKIP' against unix://$endpoint"
+# critest runs in the background and the script waits for it: a signal interrupts `wait` (it
+# would wait for a command in the foreground to end), so an interrupted run stops critest and
+# cleans up at once. The output is followed live.
 set +e
 timeout --kill-after=30 "$CRITEST_TIMEOUT" critest \
   -runtime-endpoint "unix://$endpoint" -image-endpoint "unix://$endpoint" \
   -ginkgo.focus="$CRITEST_FOCUS" -ginkgo.skip="$CRITEST_SKIP" \
-  -ginkgo.no-color -ginkgo.v 2>&1 | tee "$CMP_DIR/critest.out"
-rc=${PIPESTATUS[0]}
+  -ginkgo.no-color -ginkgo.v >"$CMP_DIR/critest.out" 2>&1 &
+critest_pid=$!
+tail -n +1 -f --pid="$critest_pid" "$CMP_DIR/critest.out" &
+tail_pid=$!
+wait "$critest_pid"
+rc=$?
+wait "$tail_pid"
+critest_pid= tail_pid=
 set -e
 
 echo

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"hash/maphash"
 	"sync"
 
 	"google.golang.org/grpc"
@@ -15,9 +16,14 @@ import (
 // messages, of which only the aliased ones change. So the proxy does not
 // decode the listing: it walks the runtime's bytes, copies every image
 // without aliases as it is, and puts in the translated bytes of each aliased
-// image, from a cache keyed by the image's own bytes (the runtime lists its
-// images in any order, so a key over the whole answer would rarely hit). A
-// filtered listing is small and takes the typed path (ListImages).
+// image. The translated answer is kept, under a key that does not depend
+// on the order of the images (containerd lists them from a map, in another order on most
+// calls): while the images and the alias table stay the same, a listing
+// costs one pass of hashing over the runtime's bytes, and the same images
+// are answered in the order of the answer that was translated. The
+// runtime's answer is read into a buffer of gRPC's pool, not copied out of
+// it, and handed back to gRPC when it is sent as it came. A filtered
+// listing is small and takes the typed path (ListImages).
 
 // listImagesHandler is ListImages taking the request undecoded.
 func listImagesHandler(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
@@ -44,17 +50,24 @@ func (s *Server) listImagesFrame(ctx context.Context, in *frame) (any, error) {
 		}
 		return s.ListImages(ctx, &req)
 	}
-	out := new(frame)
+	out := new(pooledFrame)
 	if err := s.conn.Invoke(ctx, runtimeapi.ImageService_ListImages_FullMethodName, in, out, rawCall); err != nil {
+		out.free()
 		return nil, err
 	}
-	data, aliased, err := s.listings.translate(out.data, s)
+	b := out.bytes()
+	data, aliased, err := s.listings.translate(b, s)
 	if err != nil {
+		out.free()
 		return nil, err
 	}
 	if n, _ := s.aliases.Images(); aliased < n {
-		s.pruneStale(listedIDs(out.data))
+		s.pruneStale(listedIDs(b))
 	}
+	if aliased == 0 { // data is b: the runtime's answer goes out as it came
+		return out, nil
+	}
+	out.free()
 	return &frame{data: data}, nil
 }
 
@@ -63,24 +76,63 @@ var errBadListing = errors.New("ListImages: the runtime's answer is not a valid 
 
 // listings translates undecoded ListImages answers.
 type listings struct {
-	mu  sync.Mutex
-	gen uint64            // the alias table generation the cache was made for
-	m   map[string][]byte // an Image as the runtime sent it → as the caller sees it
+	mu    sync.Mutex
+	seeds [2]maphash.Seed
+	// The last answer: its key, the alias table generation it was
+	// translated at, and the translation (nil: it had no aliased image).
+	key     listingKey
+	gen     uint64
+	valid   bool
+	last    []byte
+	aliased int
 }
 
-// listingCacheSize bounds the cache: past it, the cache starts over.
-const listingCacheSize = 65536
+// listingKey identifies a runtime's answer whatever the order of its
+// fields: their number, the total size, and the sums of two independent
+// hashes (seeded at random) of each field's bytes. Two different answers
+// share a key with a chance of 2⁻¹²⁸.
+type listingKey struct {
+	fields, size int
+	sums         [2]uint64
+}
 
 // translate returns the listing b with every aliased image translated, and
 // how many aliased images it holds. b itself is returned when no image is
-// aliased.
+// aliased; a translated answer is shared, and must not be changed.
 func (l *listings) translate(b []byte, s *Server) ([]byte, int, error) {
-	_, gen := s.aliases.Images()
+	images, gen := s.aliases.Images()
+	if images == 0 {
+		return b, 0, nil // no alias at all: nothing to look for
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.m == nil || l.gen != gen || len(l.m) > listingCacheSize {
-		l.m, l.gen = map[string][]byte{}, gen
+	if l.seeds[0] == (maphash.Seed{}) {
+		l.seeds = [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()}
 	}
+	key, ok := l.keyOf(b)
+	if !ok {
+		return nil, 0, errBadListing
+	}
+	if l.valid && l.key == key && l.gen == gen {
+		if l.last == nil {
+			return b, 0, nil
+		}
+		return l.last, l.aliased, nil
+	}
+	out, aliased, err := translateListing(b, s)
+	if err != nil {
+		return nil, 0, err
+	}
+	l.key, l.gen, l.valid, l.last, l.aliased = key, gen, true, out, aliased
+	if out == nil {
+		return b, 0, nil
+	}
+	return out, aliased, nil
+}
+
+// translateListing returns the listing b with every aliased image
+// translated, and how many there are; nil if there are none.
+func translateListing(b []byte, s *Server) ([]byte, int, error) {
 	var out []byte // nil until the first aliased image
 	aliased := 0
 	for rest := b; len(rest) > 0; {
@@ -106,30 +158,43 @@ func (l *listings) translate(b []byte, s *Server) ([]byte, int, error) {
 			continue
 		}
 		aliased++
-		t, ok := l.m[string(img)]
-		if !ok {
-			var im runtimeapi.Image
-			if err := proto.Unmarshal(img, &im); err != nil {
-				return nil, 0, errBadListing
-			}
-			s.translate(&im)
-			var err error
-			if t, err = proto.Marshal(&im); err != nil {
-				return nil, 0, err
-			}
-			l.m[string(img)] = t
+		var im runtimeapi.Image
+		if err := proto.Unmarshal(img, &im); err != nil {
+			return nil, 0, errBadListing
 		}
+		s.translate(&im)
 		if out == nil {
 			out = make([]byte, at, len(b)+len(b)/4)
 			copy(out, b[:at])
 		}
 		out = protowire.AppendTag(out, 1, protowire.BytesType)
-		out = protowire.AppendBytes(out, t)
-	}
-	if out == nil {
-		return b, aliased, nil
+		var err error
+		if out, err = (proto.MarshalOptions{UseCachedSize: true}).MarshalAppend(protowire.AppendVarint(out, uint64(proto.Size(&im))), &im); err != nil {
+			return nil, 0, err
+		}
 	}
 	return out, aliased, nil
+}
+
+// key returns the key of the listing b; ok is false if b is not a
+// sequence of protobuf fields.
+func (l *listings) keyOf(b []byte) (k listingKey, ok bool) {
+	k.size = len(b)
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return k, false
+		}
+		m := protowire.ConsumeFieldValue(num, typ, b[n:])
+		if m < 0 {
+			return k, false
+		}
+		k.fields++
+		k.sums[0] += maphash.Bytes(l.seeds[0], b[:n+m])
+		k.sums[1] += maphash.Bytes(l.seeds[1], b[:n+m])
+		b = b[n+m:]
+	}
+	return k, true
 }
 
 // listedIDs returns the image ids of an undecoded ListImagesResponse.

@@ -111,6 +111,11 @@ func randomListing(r *rand.Rand, n int) *runtimeapi.ListImagesResponse {
 	return resp
 }
 
+// hasAliased reports whether an image of l has an alias in s's table.
+func hasAliased(s *Server, l *runtimeapi.ListImagesResponse) bool {
+	return slices.ContainsFunc(l.Images, func(img *runtimeapi.Image) bool { return s.aliases.HasImage([]byte(img.Id)) })
+}
+
 // randomAliases points up to n original names at images of the pool.
 func randomAliases(r *rand.Rand, n int) []store.Alias {
 	var as []store.Alias
@@ -160,6 +165,9 @@ func TestListingTranslationEqualsDecoding(t *testing.T) {
 	}
 }
 
+// TestListingCache: the translated answer is kept while the images and
+// the alias table stay the same, whatever their order; a change to either
+// is translated again.
 func TestListingCache(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
 	aliases := newMemAliases(randomAliases(r, 8)...)
@@ -168,31 +176,67 @@ func TestListingCache(t *testing.T) {
 	}
 	s := New(nil, nil, aliases)
 	listing := randomListing(r, 12)
-	for len(listing.Images) < 10 {
+	for len(listing.Images) < 10 || !hasAliased(s, listing) {
 		listing = randomListing(r, 12)
 	}
+	wantTranslated := func(how string, raw []byte, got []byte) {
+		t.Helper()
+		var resp, want runtimeapi.ListImagesResponse
+		if err := proto.Unmarshal(got, &resp); err != nil {
+			t.Fatalf("%s: %v", how, err)
+		}
+		if err := proto.Unmarshal(raw, &want); err != nil {
+			t.Fatal(err)
+		}
+		for _, img := range want.Images {
+			s.translate(img)
+		}
+		sortImages := func(l []*runtimeapi.Image) {
+			slices.SortFunc(l, func(a, b *runtimeapi.Image) int { return strings.Compare(a.Id, b.Id) })
+		}
+		sortImages(resp.Images)
+		sortImages(want.Images)
+		if !proto.Equal(&resp, &want) {
+			t.Errorf("%s:\ngot  %v\nwant %v", how, &resp, &want)
+		}
+	}
 	raw, _ := proto.Marshal(listing)
-	if _, _, err := s.listings.translate(raw, s); err != nil {
+	first, _, err := s.listings.translate(raw, s)
+	if err != nil {
 		t.Fatal(err)
 	}
-	cached := len(s.listings.m)
+	wantTranslated("first listing", raw, first)
 
-	// The same images in another order: every aliased image is a hit.
+	// The same images in another order: the answer kept is the answer.
 	slices.Reverse(listing.Images)
 	reordered, _ := proto.Marshal(listing)
-	if _, _, err := s.listings.translate(reordered, s); err != nil {
+	got, _, err := s.listings.translate(reordered, s)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if n := len(s.listings.m); n != cached {
-		t.Errorf("cache grew from %d to %d on a reordered listing", cached, n)
+	if &got[0] != &first[0] {
+		t.Error("a reordered listing was translated again")
 	}
+	wantTranslated("reordered listing", reordered, got)
 
-	// An alias change starts the cache over, and the answer shows the change.
+	// One image fewer: translated again.
+	listing.Images = listing.Images[1:]
+	fewer, _ := proto.Marshal(listing)
+	got, _, err = s.listings.translate(fewer, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if &got[0] == &first[0] {
+		t.Error("a listing with an image fewer got the answer kept for the other")
+	}
+	wantTranslated("listing with an image fewer", fewer, got)
+
+	// An alias change: translated again, and the answer shows the change.
 	a := store.Alias{Name: "docker.io/library/new:1", ImageID: listing.Images[0].Id, Mirror: "m0.test/mirror/new:1"}
 	if err := aliases.Put(a); err != nil {
 		t.Fatal(err)
 	}
-	got, _, err := s.listings.translate(reordered, s)
+	got, _, err = s.listings.translate(fewer, s)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,6 +247,7 @@ func TestListingCache(t *testing.T) {
 	if !slices.Contains(resp.Images[0].RepoTags, a.Name) {
 		t.Errorf("after an alias was added, the image shows %v, want %s among them", resp.Images[0].RepoTags, a.Name)
 	}
+	wantTranslated("listing after an alias change", fewer, got)
 
 	// A listing without aliased images comes back as it was sent.
 	s2 := New(nil, nil, newMemAliases())

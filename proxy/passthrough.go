@@ -21,6 +21,27 @@ import (
 // forward it, and new CRI methods keep working without a rebuild.
 type frame struct{ data []byte }
 
+// pooledFrame is an undecoded message kept in the buffer of gRPC's pool it
+// was received in (or copied to), not in a new slice: the runtime's answer
+// to an unfiltered ListImages is a megabyte or more on every call, and a
+// copy would be as much garbage. Its holder frees it, or hands it to gRPC
+// to send: Marshal passes the buffer on, and gRPC frees it once written.
+type pooledFrame struct{ buf mem.Buffer }
+
+func (f *pooledFrame) bytes() []byte {
+	if f.buf == nil {
+		return nil
+	}
+	return f.buf.ReadOnlyData()
+}
+
+func (f *pooledFrame) free() {
+	if f.buf != nil {
+		f.buf.Free()
+		f.buf = nil
+	}
+}
+
 // Codec is the server codec: raw frames pass through as bytes, every other
 // message is protobuf. NewGRPCServer installs it; the relay and the undecoded
 // ImageStatus use it on the client side too.
@@ -35,15 +56,28 @@ type codec struct{ proto encoding.CodecV2 }
 func (c codec) Name() string { return proto.Name }
 
 func (c codec) Marshal(v any) (mem.BufferSlice, error) {
-	if f, ok := v.(*frame); ok {
+	switch f := v.(type) {
+	case *frame:
 		return mem.BufferSlice{mem.SliceBuffer(f.data)}, nil
+	case *pooledFrame:
+		if f.buf == nil {
+			return nil, nil
+		}
+		buf := f.buf
+		f.buf = nil // gRPC's now
+		return mem.BufferSlice{buf}, nil
 	}
 	return c.proto.Marshal(v)
 }
 
 func (c codec) Unmarshal(data mem.BufferSlice, v any) error {
-	if f, ok := v.(*frame); ok {
+	switch f := v.(type) {
+	case *frame:
 		f.data = data.Materialize()
+		return nil
+	case *pooledFrame:
+		f.free()
+		f.buf = data.MaterializeToBuffer(mem.DefaultBufferPool()) // a reference: gRPC frees data
 		return nil
 	}
 	return c.proto.Unmarshal(data, v)

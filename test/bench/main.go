@@ -62,6 +62,7 @@ type config struct {
 	closedPort      int
 	blackholePort   int
 	probeTimeout    time.Duration
+	stallTimeout    time.Duration
 	workDir         string
 
 	many         int
@@ -123,6 +124,7 @@ func parseFlags() *config {
 	flag.IntVar(&c.closedPort, "closed-port", 0, "a loopback port nothing listens on (the refusing mirror)")
 	flag.IntVar(&c.blackholePort, "blackhole-port", 0, "a free loopback port for the black-holing mirror")
 	flag.DurationVar(&c.probeTimeout, "probe-timeout", 2*time.Second, "the proxy's --probe-timeout (the black-hole target)")
+	flag.DurationVar(&c.stallTimeout, "stall-timeout", 30*time.Second, "the proxy's --stall-timeout (the black-hole target)")
 	flag.StringVar(&c.workDir, "work-dir", "", "directory for the hop's socket (short path)")
 
 	flag.IntVar(&c.many, "images", 5000, "size of the large image set (0: skip the large case)")

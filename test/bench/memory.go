@@ -21,6 +21,7 @@ type memoryRow struct {
 	heap           float64 // proxy's go_memstats_heap_inuse_bytes
 	goroutines     float64
 	note           string
+	many           bool // the proxy with manyAliases aliases (its own limit)
 }
 
 // runtimeStats reads the proxy's live heap and goroutine count, which tell

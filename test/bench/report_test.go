@@ -9,27 +9,66 @@ import (
 // The verdicts: each target is met only on a measurement that can show it.
 
 func TestLatencyCheck(t *testing.T) {
-	row := func(proxy, hop time.Duration) latencyRow {
+	row := func(proxy50, proxy99, hop time.Duration) latencyRow {
 		return latencyRow{call: "ImageStatus, pass-through (no alias)", images: 10, st: map[string]stats{
-			"proxy": {n: 100, p50: proxy, p99: 2 * proxy},
+			"proxy": {n: 100, p50: proxy50, p99: proxy99},
 			"hop":   {n: 100, p50: hop, p99: 2 * hop},
 			"hop-b": {n: 100, p50: hop, p99: 2 * hop},
 		}}
 	}
+	us := time.Microsecond
 	for _, tc := range []struct {
-		name       string
-		proxy, hop time.Duration
-		met        bool
+		name                string
+		proxy50, proxy99, h time.Duration
+		met                 bool
 	}{
-		{"within", 105 * time.Microsecond, 100 * time.Microsecond, true},
-		{"over", 120 * time.Microsecond, 100 * time.Microsecond, false},
-		{"no hop figures", time.Second, 0, false},
-		{"no proxy figures", 0, 100 * time.Microsecond, false},
+		{"within", 105 * us, 230 * us, 100 * us, true},
+		{"p50 over", 106 * us, 200 * us, 100 * us, false},
+		{"p99 over", 100 * us, 231 * us, 100 * us, false},
+		{"no hop figures", time.Second, time.Second, 0, false},
+		{"no proxy figures", 0, 0, 100 * us, false},
 	} {
-		c := latencyCheck(row(tc.proxy, tc.hop), 1.10)
+		c := latencyCheck(row(tc.proxy50, tc.proxy99, tc.h), passP50, passP99)
 		if c.met != tc.met {
 			t.Errorf("%s: met = %v, want %v (%s)", tc.name, c.met, tc.met, c.measured)
 		}
+	}
+}
+
+func TestListCostCheck(t *testing.T) {
+	ms := time.Millisecond
+	for _, tc := range []struct {
+		name       string
+		proxy, hop time.Duration
+		allocs     float64
+		met        bool
+	}{
+		{"within", 9 * ms, 5 * ms, 447, true},
+		{"CPU over", 11 * ms, 5 * ms, 447, false},
+		{"allocations over", 6 * ms, 5 * ms, 1001, false},
+		{"no hop CPU", 6 * ms, 0, 447, false},
+		{"no allocation count", 6 * ms, 5 * ms, 0, false},
+	} {
+		c := listCostCheck(latencyRow{call: "ListImages", images: 5000, proxyCPU: tc.proxy, hopCPU: tc.hop, allocs: tc.allocs})
+		if c.met != tc.met {
+			t.Errorf("%s: met = %v, want %v (%s)", tc.name, c.met, tc.met, c.measured)
+		}
+	}
+}
+
+// The memory limit of the proxy with many aliases is its own.
+func TestMemoryChecks(t *testing.T) {
+	b := &bench{cfg: &config{}, memory: []memoryRow{
+		{state: "idle, 5000 images + aliases, after ListImages", rss: 45 * 1024},
+		{state: "idle, 20000 aliases", rss: 45 * 1024, many: true},
+		{state: "1000 concurrent ImageStatus callers", rss: 90 * 1024},
+	}}
+	checks := b.checks()
+	if len(checks) != 2 {
+		t.Fatalf("%d checks, want 2 (the idle states): %+v", len(checks), checks)
+	}
+	if checks[0].met || !checks[1].met {
+		t.Errorf("45 MiB: met %v at the 40 MiB limit, %v at the 64 MiB limit; want false, true", checks[0].met, checks[1].met)
 	}
 }
 
@@ -137,7 +176,7 @@ func TestFallbackCheck(t *testing.T) {
 
 // checks puts it together: a run that measured nothing meets nothing.
 func TestChecksWithoutMeasurements(t *testing.T) {
-	b := &bench{cfg: &config{fallbackReps: 3, probeTimeout: 2 * time.Second}}
+	b := &bench{cfg: &config{fallbackReps: 3, probeTimeout: 2 * time.Second, stallTimeout: 30 * time.Second}}
 	b.latency = []latencyRow{{call: "ImageStatus, pass-through (no alias)", images: 10,
 		st: map[string]stats{"proxy": {n: 1, p50: time.Second, p99: time.Second}}}}
 	b.pulls = pullResult{proxy: []time.Duration{time.Second}}

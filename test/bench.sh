@@ -120,6 +120,7 @@ command="bash test/bench.sh${*:+ $*}"
   -containerd "$CMP_CTD_SOCK" -containerd-log "$CMP_DIR/containerd.log" -containerd-pid "$(cat "$CMP_DIR/containerd.pid")" \
   -registry-pid "$(cat "$CMP_DIR/registry.pid")" \
   -proxy "$CMP_PROXY_SOCK" -proxy-pid "$proxy_pid" -metrics "$CMP_METRICS_ADDR" \
+  -proxy-bin "$CMP_PROXY_BIN" -proxy-conf "$conf" \
   -registry "127.0.0.1:$port" -closed-port "$CMP_CLOSED_PORT" -blackhole-port "$blackhole" \
   -work-dir "$CMP_DIR" -profile-dir "${BENCH_PROFILE_DIR:-}" "${compare[@]}" "${probe_first[@]}" "${tag_check[@]}" \
   -out "$out" -command "$command" -since "$started" \

@@ -69,6 +69,21 @@ func (t *target) count(ctx context.Context) (int, error) {
 	return len(resp.GetImages()), nil
 }
 
+// imageIDs maps every repo tag t lists to its image id.
+func (t *target) imageIDs(ctx context.Context) (map[string]string, error) {
+	resp, err := t.images.ListImages(ctx, &runtimeapi.ListImagesRequest{})
+	if err != nil {
+		return nil, fmt.Errorf("list images via %s: %w", t.name, err)
+	}
+	ids := map[string]string{}
+	for _, img := range resp.GetImages() {
+		for _, tag := range img.GetRepoTags() {
+			ids[tag] = img.GetId()
+		}
+	}
+	return ids, nil
+}
+
 // runtimeVersion names the runtime behind t, for the report.
 func runtimeVersion(ctx context.Context, t *target) string {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)

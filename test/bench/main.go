@@ -63,6 +63,8 @@ type config struct {
 	blackholePort   int
 	probeTimeout    time.Duration
 	stallTimeout    time.Duration
+	proxyBin        string
+	proxyConf       string
 	workDir         string
 
 	many         int
@@ -114,6 +116,8 @@ func parseFlags() *config {
 	flag.StringVar(&c.proxySock, "proxy", "", "cri-mirror-proxy socket path")
 	flag.IntVar(&c.proxyPID, "proxy-pid", 0, "pid of the proxy, for its memory")
 	flag.StringVar(&c.metricsAddr, "metrics", "", "the proxy's metrics address (host:port)")
+	flag.StringVar(&c.proxyBin, "proxy-bin", "", "the proxy binary, to start a proxy with many aliases for the memory rows (optional)")
+	flag.StringVar(&c.proxyConf, "proxy-conf", "", "the registries.conf the proxy runs with (with -proxy-bin)")
 	flag.StringVar(&c.compareSock, "compare", "", "socket of a second proxy build to measure side by side in the pass-through phases (optional)")
 	flag.IntVar(&c.comparePID, "compare-pid", 0, "pid of the second proxy")
 	flag.StringVar(&c.compareMetrics, "compare-metrics", "", "metrics address of the second proxy")

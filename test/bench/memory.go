@@ -27,7 +27,12 @@ type memoryRow struct {
 // runtimeStats reads the proxy's live heap and goroutine count, which tell
 // memory in use from memory the Go runtime merely has not returned yet.
 func (b *bench) runtimeStats(ctx context.Context, row *memoryRow) error {
-	s, err := promtest.Scrape(ctx, b.cfg.metricsAddr)
+	return b.runtimeStatsOf(ctx, b.cfg.metricsAddr, row)
+}
+
+// runtimeStatsOf is runtimeStats of the proxy whose metrics are at addr.
+func (b *bench) runtimeStatsOf(ctx context.Context, addr string, row *memoryRow) error {
+	s, err := promtest.Scrape(ctx, addr)
 	if err != nil {
 		return err
 	}

@@ -5,7 +5,8 @@
 #   bash test/critest.sh --direct   # baseline: critest straight at containerd, which mirrors the
 #                                   # public hosts itself via certs.d hosts.toml (no proxy involved)
 #   bash test/critest.sh --no-mirror  # negative control: containerd alone, no mirror anywhere;
-#                                   # nothing passes (the pull-timeout spec only with slow sources),
+#                                   # no image spec passes (the pull-timeout spec only with slow
+#                                   # sources), no runtime spec that needs an image (10 of 65 pass),
 #                                   # so this exits non-zero
 #
 #   CRITEST_RUNTIME=crio bash test/critest.sh   # the same through the proxy in front of CRI-O

@@ -26,133 +26,127 @@ import (
 // 2-minute runtime timeout, and far above what a refused unix socket costs.
 const failFast = 5 * time.Second
 
-// TestRuntimeStops (issue 4 item 1): a second containerd of the test's own is stopped under a
-// running proxy. Calls fail fast with Unavailable, /readyz turns 503, and when containerd is
-// back the same proxy process serves again, with mirrors not held back for the outage.
+// TestRuntimeStops (issue 4 item 1): a second runtime of the test's own, of each kind, is
+// stopped under a running proxy. Calls fail fast with Unavailable, /readyz turns 503, and when
+// the runtime is back the same proxy process serves again, with mirrors not held back for the
+// outage.
 func TestRuntimeStops(t *testing.T) {
-	dir := filepath.Join(env.dir, "ctd2")
-	hosts := map[string]string{
-		env.mirror.host: "http://" + env.mirror.host,
-		sourceHost:      "http://" + env.source.host,
-	}
-	ctd, err := startContainerd(dir, hosts, env.closedURL())
-	if err != nil {
-		t.Fatalf("starting a second containerd: %v", err)
-	}
-	t.Cleanup(func() {
-		if ctd != nil {
-			ctd.close()
-		}
-		os.RemoveAll(dir)
-	})
-	// Images of this test's own: the fixtures' registry logs are counted by other tests.
-	want := mustPushRandom(t, env.mirror.host+"/m1/e2e/outage:v1")
-	mustPushRandom(t, env.source.host+"/e2e/outage:v1")
-	later := mustPushRandom(t, env.mirror.host+"/m1/e2e/outage/later:v1")
-	mustPushRandom(t, env.source.host+"/e2e/outage/later:v1")
-	p := startProxyWith(t, registriesConf(rule{prefix: sourceHost + "/e2e/outage", mirrors: []mirror{{location: env.mirrorLoc("m1") + "/e2e/outage"}}}),
-		proxyOpts{runtime: newContainerdRuntime(ctd)})
-	pid := p.proc.cmd.Process.Pid
-
-	ref := sourceHost + "/e2e/outage:v1"
-	laterRef := sourceHost + "/e2e/outage/later:v1"
-	p.mustPull(ref, want)
-
-	ctd.close()
-	if ctd.proc.running() {
-		t.Fatalf("the second containerd did not stop")
-	}
-
-	// Every kind of call fails with Unavailable, quickly. The deadline is generous: a call
-	// that waited for the runtime would run into it and fail with DeadlineExceeded instead.
-	calls := []struct {
-		name string
-		call func(context.Context) error
-	}{
-		{"ImageStatus", func(ctx context.Context) error {
-			_, err := p.img.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: ref}})
-			return err
-		}},
-		{"ListImages", func(ctx context.Context) error {
-			_, err := p.img.ListImages(ctx, &runtimeapi.ListImagesRequest{})
-			return err
-		}},
-		{"ImageFsInfo", func(ctx context.Context) error {
-			_, err := p.img.ImageFsInfo(ctx, &runtimeapi.ImageFsInfoRequest{})
-			return err
-		}},
-		{"RuntimeService.Version (relayed)", func(ctx context.Context) error {
-			_, err := p.rt.Version(ctx, &runtimeapi.VersionRequest{})
-			return err
-		}},
-		{"PullImage", func(ctx context.Context) error {
-			_, err := p.img.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: laterRef}})
-			return err
-		}},
-	}
-	for _, c := range calls {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		start := time.Now()
-		err := c.call(ctx)
-		d := time.Since(start)
-		cancel()
-		switch {
-		case err == nil:
-			t.Errorf("%s through the proxy succeeded with the runtime stopped", c.name)
-		case status.Code(err) != codes.Unavailable:
-			t.Errorf("%s with the runtime stopped: %s; want code Unavailable", c.name, grpcMessage(err))
-		}
-		if d > failFast {
-			t.Errorf("%s with the runtime stopped took %s to fail; want under %s (fail fast, not hang)", c.name, d.Round(time.Millisecond), failFast)
-		}
-	}
-	start := time.Now()
-	code, body, err := p.statusOf("/readyz")
-	if err != nil || code != http.StatusServiceUnavailable {
-		t.Errorf("/readyz with the runtime stopped: %d %q, %v; want 503", code, body, err)
-	}
-	if d := time.Since(start); d > failFast {
-		t.Errorf("/readyz with the runtime stopped took %s", d)
-	}
-	if code, _, _ := p.statusOf("/healthz"); code != http.StatusOK {
-		t.Errorf("/healthz with the runtime stopped: %d, want 200 (the proxy itself is alive)", code)
-	}
-	if n := p.metrics().Sum("cri_mirror_runtime_up", nil); n != 0 {
-		t.Errorf("cri_mirror_runtime_up = %v with the runtime stopped, want 0", n)
-	}
-
-	// containerd comes back on the same socket: the same proxy process serves again.
-	if ctd, err = startContainerd(dir, hosts, env.closedURL()); err != nil {
-		t.Fatalf("restarting the second containerd: %v", err)
-	}
-	err = waitFor(15*time.Second, "the proxy to serve again", func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		resp, err := p.img.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: ref}})
+	eachRuntime(t, func(t *testing.T, shared *criRuntime) {
+		dir := filepath.Join(env.dir, "own-"+shared.name)
+		rt, stop, err := shared.another(dir)
 		if err != nil {
-			return err
+			t.Fatalf("starting a second %s: %v", shared.name, err)
 		}
-		if resp.GetImage().GetId() != want.ID {
-			return fmt.Errorf("ImageStatus(%s) = %v, want id %s", ref, resp.GetImage(), want.ID)
+		t.Cleanup(func() {
+			stop()
+			os.RemoveAll(dir)
+		})
+		// Images of this test's own: the fixtures' registry logs are counted by other tests.
+		want := mustPushRandom(t, env.mirror.host+"/m1/e2e/outage:v1")
+		mustPushRandom(t, env.source.host+"/e2e/outage:v1")
+		later := mustPushRandom(t, env.mirror.host+"/m1/e2e/outage/later:v1")
+		mustPushRandom(t, env.source.host+"/e2e/outage/later:v1")
+		p := startProxyWith(t, registriesConf(rule{prefix: sourceHost + "/e2e/outage", mirrors: []mirror{{location: env.mirrorLoc("m1") + "/e2e/outage"}}}),
+			proxyOpts{runtime: rt})
+		pid := p.proc.cmd.Process.Pid
+
+		ref := sourceHost + "/e2e/outage:v1"
+		laterRef := sourceHost + "/e2e/outage/later:v1"
+		p.mustPull(ref, want)
+
+		stop()
+
+		// Every kind of call fails with Unavailable, quickly. The deadline is generous: a call
+		// that waited for the runtime would run into it and fail with DeadlineExceeded instead.
+		calls := []struct {
+			name string
+			call func(context.Context) error
+		}{
+			{"ImageStatus", func(ctx context.Context) error {
+				_, err := p.img.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: ref}})
+				return err
+			}},
+			{"ListImages", func(ctx context.Context) error {
+				_, err := p.img.ListImages(ctx, &runtimeapi.ListImagesRequest{})
+				return err
+			}},
+			{"ImageFsInfo", func(ctx context.Context) error {
+				_, err := p.img.ImageFsInfo(ctx, &runtimeapi.ImageFsInfoRequest{})
+				return err
+			}},
+			{"RuntimeService.Version (relayed)", func(ctx context.Context) error {
+				_, err := p.rt.Version(ctx, &runtimeapi.VersionRequest{})
+				return err
+			}},
+			{"PullImage", func(ctx context.Context) error {
+				_, err := p.img.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: laterRef}})
+				return err
+			}},
 		}
-		if code, body, err := p.statusOf("/readyz"); err != nil || code != http.StatusOK {
-			return fmt.Errorf("/readyz: %d %q %v", code, body, err)
+		for _, c := range calls {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			start := time.Now()
+			err := c.call(ctx)
+			d := time.Since(start)
+			cancel()
+			switch {
+			case err == nil:
+				t.Errorf("%s through the proxy succeeded with the runtime stopped", c.name)
+			case status.Code(err) != codes.Unavailable:
+				t.Errorf("%s with the runtime stopped: %s; want code Unavailable", c.name, grpcMessage(err))
+			}
+			if d > failFast {
+				t.Errorf("%s with the runtime stopped took %s to fail; want under %s (fail fast, not hang)", c.name, d.Round(time.Millisecond), failFast)
+			}
 		}
-		return nil
+		start := time.Now()
+		code, body, err := p.statusOf("/readyz")
+		if err != nil || code != http.StatusServiceUnavailable {
+			t.Errorf("/readyz with the runtime stopped: %d %q, %v; want 503", code, body, err)
+		}
+		if d := time.Since(start); d > failFast {
+			t.Errorf("/readyz with the runtime stopped took %s", d)
+		}
+		if code, _, _ := p.statusOf("/healthz"); code != http.StatusOK {
+			t.Errorf("/healthz with the runtime stopped: %d, want 200 (the proxy itself is alive)", code)
+		}
+		if n := p.metrics().Sum("cri_mirror_runtime_up", nil); n != 0 {
+			t.Errorf("cri_mirror_runtime_up = %v with the runtime stopped, want 0", n)
+		}
+
+		// The runtime comes back on the same socket: the same proxy process serves again.
+		if rt, stop, err = shared.another(dir); err != nil {
+			t.Fatalf("restarting the second %s: %v", shared.name, err)
+		}
+		err = waitFor(15*time.Second, "the proxy to serve again", func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			resp, err := p.img.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: ref}})
+			if err != nil {
+				return err
+			}
+			if resp.GetImage().GetId() != rt.id(want) {
+				return fmt.Errorf("ImageStatus(%s) = %v, want id %s", ref, resp.GetImage(), rt.id(want))
+			}
+			if code, body, err := p.statusOf("/readyz"); err != nil || code != http.StatusOK {
+				return fmt.Errorf("/readyz: %d %q %v", code, body, err)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("after %s came back: %v", rt.name, err)
+		}
+		if p.proc.cmd.Process.Pid != pid || !p.proc.running() {
+			t.Fatalf("the proxy process changed or exited: %s", p.proc.exitState())
+		}
+		// The pull that failed during the outage failed because of the runtime, not the mirror:
+		// the mirror must still be first in line.
+		if id, err := p.pull(laterRef); err != nil || id != rt.id(later) {
+			t.Errorf("PullImage(%s) after the outage = %q, %v; want %s from the mirror: the pull that failed during the outage failed for want of the runtime, which must not hold the mirror back (circuit breaker)\nattempts:\n%s",
+				laterRef, id, err, rt.id(later), p.attemptLog())
+		}
+		checkNames(t, "ImageStatus after the outage", p.status(ref), []string{ref}, want.Digest)
 	})
-	if err != nil {
-		t.Fatalf("after containerd came back: %v", err)
-	}
-	if p.proc.cmd.Process.Pid != pid || !p.proc.running() {
-		t.Fatalf("the proxy process changed or exited: %s", p.proc.exitState())
-	}
-	// The pull that failed during the outage failed because of the runtime, not the mirror:
-	// the mirror must still be first in line.
-	if id, err := p.pull(laterRef); err != nil || id != later.ID {
-		t.Errorf("PullImage(%s) after the outage = %q, %v; want %s from the mirror: the pull that failed during the outage failed for want of the runtime, which must not hold the mirror back (circuit breaker)\nattempts:\n%s",
-			laterRef, id, err, later.ID, p.attemptLog())
-	}
-	checkNames(t, "ImageStatus after the outage", p.status(ref), []string{ref}, want.Digest)
 }
 
 // TestSigkillDuringPulls (item 2): the proxy is killed with SIGKILL while 60 pulls through a

@@ -46,8 +46,9 @@ type harness struct {
 	mirror     *registry // hosts the mirror repositories (m1, m2, dig, tag, hub, ...)
 	source     *registry // reached by containerd as source.test
 	ctd        *containerd
-	crio       *crio         // nil when CRI-O is not built; runtimes[1] says why
-	runtimes   []*criRuntime // containerd first, then CRI-O
+	ctdHosts   map[string]string // each registry host containerd reaches, at its server URL
+	crio       *crio             // nil when CRI-O is not built; runtimes[1] says why
+	runtimes   []*criRuntime     // containerd first, then CRI-O
 	proxyBin   string
 	proxyErr   error // why the proxy binary could not be built
 	pushed     map[string]testenv.Pushed
@@ -134,14 +135,14 @@ func setUp() (*harness, error) {
 		<-built
 		return h, err
 	}
-	hosts := map[string]string{
+	h.ctdHosts = map[string]string{
 		h.mirror.host: "http://" + h.mirror.host,
 		h.source.host: "http://" + h.source.host,
 		sourceHost:    "http://" + h.source.host,
 		blockedHost:   h.closedURL(),
 		fmt.Sprintf("127.0.0.1:%d", h.closedPort): h.closedURL(),
 	}
-	if h.ctd, err = startContainerd(h.dir, hosts, h.closedURL()); err != nil {
+	if h.ctd, err = startContainerd(h.dir, h.ctdHosts, h.closedURL()); err != nil {
 		<-built
 		return h, err
 	}

@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -23,6 +24,11 @@ type criRuntime struct {
 	img         runtimeapi.ImageServiceClient
 	logPath     string
 	unavailable error // why the runtime is not there (CRI-O not built); its subtests fail with it
+
+	// another starts a runtime of the same kind under dir, of the test's own, and returns it
+	// with the function that stops it; on a dir that holds one already, it starts again on
+	// the same storage and socket.
+	another func(dir string) (*criRuntime, func(), error)
 
 	// bareIDs: image ids are bare hex (CRI-O), not sha256:<hex> (containerd).
 	bareIDs bool
@@ -55,12 +61,30 @@ var (
 
 func newContainerdRuntime(c *containerd) *criRuntime {
 	return &criRuntime{name: "containerd", sock: c.sock, img: c.img, logPath: c.proc.logPath,
-		certsDir: testenv.ContainerdAt(c.dir).Certs, pullLine: containerdPullLine, checksTagManifest: true}
+		certsDir: testenv.ContainerdAt(c.dir).Certs, pullLine: containerdPullLine, checksTagManifest: true,
+		another: func(dir string) (*criRuntime, func(), error) {
+			c, err := startContainerd(dir, env.ctdHosts, env.closedURL())
+			if err != nil {
+				return nil, func() {}, err
+			}
+			return newContainerdRuntime(c), c.close, nil
+		}}
 }
 
 func newCRIORuntime(c *crio) *criRuntime {
 	return &criRuntime{name: "crio", sock: c.sock, img: c.img, logPath: c.proc.logPath,
-		bareIDs: true, digestRefs: true, pullLine: crioPullLine, filtersList: true, instanceDigests: true}
+		bareIDs: true, digestRefs: true, pullLine: crioPullLine, filtersList: true, instanceDigests: true,
+		another: func(dir string) (*criRuntime, func(), error) {
+			c, err := env.startCRIO(dir)
+			if err != nil {
+				return nil, func() {}, err
+			}
+			return newCRIORuntime(c), func() {
+				if err := c.close(); err != nil {
+					fmt.Fprintf(os.Stderr, "e2e: stopping CRI-O under %s: %v\n", dir, err)
+				}
+			}, nil
+		}}
 }
 
 // containerdRuntime is the shared containerd, the runtime of the tests that are not run on

@@ -1,8 +1,10 @@
 package proxy
 
 import (
+	"fmt"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -129,38 +131,46 @@ func TestListImagesPrunesStaleAliases(t *testing.T) {
 
 // TestMirrorNamePulledByItself (issue 15 item 8): a mirror reference pulled
 // by its own name stays visible beside the original that was pulled through
-// it, in either order, in ImageStatus and ListImages, after a restart too.
+// it, in either order, in ImageStatus and ListImages, after a restart too, in
+// front of containerd and of CRI-O (which answers the pull of the mirror's
+// name with a digest reference, not the id).
 func TestMirrorNamePulledByItself(t *testing.T) {
 	const original, mirrored = "gcr.io/x/app:v1", "127.0.0.1:5000/mirror/gcr.io/x/app:v1"
-	for _, order := range [][]string{{original, mirrored}, {mirrored, original}} {
-		t.Run("first "+order[0], func(t *testing.T) {
-			h := newHarness(t)
-			h.rt.Publish(mirrored, "app")
-			var id string
-			for _, ref := range order {
-				id = h.mustPull(ref)
-			}
-			check := func(when string) {
-				t.Helper()
+	for _, crio := range []bool{false, true} {
+		for _, order := range [][]string{{original, mirrored}, {mirrored, original}} {
+			t.Run(fmt.Sprintf("crio=%v first %s", crio, order[0]), func(t *testing.T) {
+				h := newHarness(t)
+				h.rt.CRIO = crio
+				h.rt.Publish(mirrored, "app")
+				id := fakecri.IDOf("app")
+				if crio {
+					id = strings.TrimPrefix(id, "sha256:")
+				}
 				for _, ref := range order {
-					if img := h.status(ref); img.GetId() != id || !slices.Contains(img.GetRepoTags(), original) || !slices.Contains(img.GetRepoTags(), mirrored) {
-						t.Errorf("%s: ImageStatus(%s) tags = %q, want both %s and %s", when, ref, img.GetRepoTags(), original, mirrored)
+					h.mustPull(ref)
+				}
+				check := func(when string) {
+					t.Helper()
+					for _, ref := range order {
+						if img := h.status(ref); img.GetId() != id || !slices.Contains(img.GetRepoTags(), original) || !slices.Contains(img.GetRepoTags(), mirrored) {
+							t.Errorf("%s: ImageStatus(%s) = %s %q, want %s with both %s and %s", when, ref, img.GetId(), img.GetRepoTags(), id, original, mirrored)
+						}
+					}
+					var listed *runtimeapi.Image
+					for _, img := range h.list("") {
+						if img.GetId() == id {
+							listed = img
+						}
+					}
+					if !slices.Contains(listed.GetRepoTags(), original) || !slices.Contains(listed.GetRepoTags(), mirrored) {
+						t.Errorf("%s: ListImages tags = %q, want both", when, listed.GetRepoTags())
 					}
 				}
-				var listed *runtimeapi.Image
-				for _, img := range h.list("") {
-					if img.GetId() == id {
-						listed = img
-					}
-				}
-				if !slices.Contains(listed.GetRepoTags(), original) || !slices.Contains(listed.GetRepoTags(), mirrored) {
-					t.Errorf("%s: ListImages tags = %q, want both", when, listed.GetRepoTags())
-				}
-			}
-			check("after the pulls")
-			h.restart()
-			check("after a restart")
-		})
+				check("after the pulls")
+				h.restart()
+				check("after a restart")
+			})
+		}
 	}
 	// A mirror pull alone still hides the mirror's name.
 	h := newHarness(t)

@@ -58,7 +58,7 @@ func (s *Server) PullImage(ctx context.Context, req *runtimeapi.PullImageRequest
 	}
 	if err == nil {
 		result = metrics.ResultSuccess
-		s.keepOwnName(image, resp.GetImageRef())
+		s.keepOwnName(ctx, image, resp.GetImageRef())
 	}
 	return resp, err
 }
@@ -408,7 +408,7 @@ func (s *Server) remember(ctx context.Context, original reference.Named, c resol
 		}
 		return nil
 	}
-	id, err := s.pulledImageID(ctx, c, resp.GetImageRef())
+	id, err := s.pulledImageID(ctx, c.Ref.String(), resp.GetImageRef())
 	if err != nil {
 		return err
 	}
@@ -416,16 +416,16 @@ func (s *Server) remember(ctx context.Context, original reference.Named, c resol
 	return s.aliases.Put(store.Alias{Name: name, ImageID: id, Mirror: c.Ref.String(), Created: time.Now().UTC()})
 }
 
-// pulledImageID returns the runtime's id of the image it just pulled for c,
+// pulledImageID returns the runtime's id of the image it just pulled as ref,
 // given the image_ref it answered: that, if it is an id, or else the id the
-// runtime reports for that name (or for c, if it named nothing).
-func (s *Server) pulledImageID(ctx context.Context, c resolver.Candidate, imageRef string) (string, error) {
+// runtime reports for that name (or for ref, if it named nothing).
+func (s *Server) pulledImageID(ctx context.Context, ref, imageRef string) (string, error) {
 	if isImageID(imageRef) {
 		return imageRef, nil
 	}
 	name := imageRef
 	if name == "" {
-		name = c.Ref.String()
+		name = ref
 	}
 	st, err := s.images.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: name}})
 	if err != nil {

@@ -14,63 +14,66 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
-// TestRuntimePassThrough: RuntimeService calls on the proxy socket reach containerd, so one
+// TestRuntimePassThrough: RuntimeService calls on the proxy socket reach the runtime, so one
 // socket serves as both runtime and image endpoint.
 func TestRuntimePassThrough(t *testing.T) {
-	p := startProxy(t, registriesConf(sourceRule("m1")))
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	v, err := p.rt.Version(ctx, &runtimeapi.VersionRequest{})
-	if err != nil {
-		t.Fatalf("Version through the proxy: %v", err)
-	}
-	if v.GetRuntimeName() != "containerd" {
-		t.Errorf("RuntimeName = %q, want containerd", v.GetRuntimeName())
-	}
-	if _, err := p.rt.Status(ctx, &runtimeapi.StatusRequest{}); err != nil {
-		t.Errorf("Status through the proxy: %v", err)
-	}
-	if _, err := p.rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{}); err != nil {
-		t.Errorf("ListPodSandbox through the proxy: %v", err)
-	}
-	if out := p.mustCrictl("version"); !strings.Contains(out, "containerd") {
-		t.Errorf("crictl version: %q", out)
-	}
-	p.mustCrictl("pods")
-	p.mustCrictl("ps", "-a")
-	if out := p.mustCrictl("imagefsinfo"); !strings.Contains(out, "usedBytes") {
-		t.Errorf("crictl imagefsinfo: %q", out)
-	}
-	if out := p.mustCrictl("info"); !strings.Contains(out, "RuntimeReady") {
-		t.Errorf("crictl info: %q", out)
-	}
+	eachRuntime(t, func(t *testing.T, rt *criRuntime) {
+		p := startProxyOn(t, rt, registriesConf(sourceRule("m1")))
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		v, err := p.rt.Version(ctx, &runtimeapi.VersionRequest{})
+		if err != nil {
+			t.Fatalf("Version through the proxy: %v", err)
+		}
+		if v.GetRuntimeName() != rt.runtimeName {
+			t.Errorf("RuntimeName = %q, want %s", v.GetRuntimeName(), rt.runtimeName)
+		}
+		if _, err := p.rt.Status(ctx, &runtimeapi.StatusRequest{}); err != nil {
+			t.Errorf("Status through the proxy: %v", err)
+		}
+		if _, err := p.rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{}); err != nil {
+			t.Errorf("ListPodSandbox through the proxy: %v", err)
+		}
+		if out := p.mustCrictl("version"); !strings.Contains(out, rt.runtimeName) {
+			t.Errorf("crictl version: %q", out)
+		}
+		p.mustCrictl("pods")
+		p.mustCrictl("ps", "-a")
+		if out := p.mustCrictl("imagefsinfo"); !strings.Contains(out, "usedBytes") {
+			t.Errorf("crictl imagefsinfo: %q", out)
+		}
+		if out := p.mustCrictl("info"); !strings.Contains(out, "RuntimeReady") {
+			t.Errorf("crictl info: %q", out)
+		}
+	})
 }
 
 // TestConcurrentPulls: many kubelet-style pulls of one reference at once all succeed with the
 // same image id and leave exactly one original name.
 func TestConcurrentPulls(t *testing.T) {
-	cleanImages(t)
-	p := startProxy(t, registriesConf(sourceRule("m1")))
-	ref := sourceHost + "/e2e/concurrent:v1"
-	want := env.image("M:m1/e2e/concurrent:v1")
-	const n = 8
-	ids, errs := make([]string, n), make([]error, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			ids[i], errs[i] = p.pull(ref)
-		}()
-	}
-	wg.Wait()
-	for i := range n {
-		if errs[i] != nil || ids[i] != want.ID {
-			t.Errorf("pull %d: %q, %v; want %s", i, ids[i], errs[i], want.ID)
+	eachRuntime(t, func(t *testing.T, rt *criRuntime) {
+		p := startProxyOn(t, rt, registriesConf(sourceRule("m1")))
+		ref := sourceHost + "/e2e/concurrent:v1"
+		want := env.image("M:m1/e2e/concurrent:v1")
+		const n = 8
+		ids, errs := make([]string, n), make([]error, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ids[i], errs[i] = p.pull(ref)
+			}()
 		}
-	}
-	checkNames(t, "ImageStatus", p.status(ref), []string{ref}, want.Digest)
-	t.Logf("attempts for %d concurrent pulls: %v", n, p.metrics().Sum("cri_mirror_pull_attempts_total", nil))
+		wg.Wait()
+		for i := range n {
+			if errs[i] != nil || ids[i] != rt.id(want) {
+				t.Errorf("pull %d: %q, %v; want %s", i, ids[i], errs[i], rt.id(want))
+			}
+		}
+		checkNames(t, "ImageStatus", p.status(ref), []string{ref}, want.Digest)
+		t.Logf("attempts for %d concurrent pulls: %v", n, p.metrics().Sum("cri_mirror_pull_attempts_total", nil))
+	})
 }
 
 // TestCLI: resolve and check-config on files, without a running proxy.

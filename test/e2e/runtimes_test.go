@@ -20,6 +20,7 @@ import (
 // what the runtimes do differently is said here, so that a test states one expectation.
 type criRuntime struct {
 	name        string // the subtest name: "containerd" or "crio"
+	runtimeName string // what it answers to Version
 	sock        string
 	img         runtimeapi.ImageServiceClient
 	logPath     string
@@ -60,7 +61,7 @@ var (
 )
 
 func newContainerdRuntime(c *containerd) *criRuntime {
-	return &criRuntime{name: "containerd", sock: c.sock, img: c.img, logPath: c.proc.logPath,
+	return &criRuntime{name: "containerd", runtimeName: "containerd", sock: c.sock, img: c.img, logPath: c.proc.logPath,
 		certsDir: testenv.ContainerdAt(c.dir).Certs, pullLine: containerdPullLine, checksTagManifest: true,
 		another: func(dir string) (*criRuntime, func(), error) {
 			c, err := startContainerd(dir, env.ctdHosts, env.closedURL())
@@ -72,7 +73,7 @@ func newContainerdRuntime(c *containerd) *criRuntime {
 }
 
 func newCRIORuntime(c *crio) *criRuntime {
-	return &criRuntime{name: "crio", sock: c.sock, img: c.img, logPath: c.proc.logPath,
+	return &criRuntime{name: "crio", runtimeName: "cri-o", sock: c.sock, img: c.img, logPath: c.proc.logPath,
 		bareIDs: true, digestRefs: true, pullLine: crioPullLine, filtersList: true, instanceDigests: true,
 		another: func(dir string) (*criRuntime, func(), error) {
 			c, err := env.startCRIO(dir)

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	crierrors "k8s.io/cri-api/pkg/errors"
 
 	"github.com/cri-mirror-proxy/cri-mirror-proxy/metrics"
 	"github.com/cri-mirror-proxy/cri-mirror-proxy/resolver"
@@ -176,6 +177,9 @@ func (s *Server) tryCandidates(ctx context.Context, req *runtimeapi.PullImageReq
 // why, with the code of the runtime's last answer. CRI-O answers every
 // failure with Unknown; when that answer says the image is not there
 // (lastMissed), the pull fails with NotFound, as in front of containerd.
+// When it starts with one of the reasons kubelet reads from the start of an
+// Unknown pull error's message (k8s.io/cri-api/pkg/errors: CRI-O's
+// "RegistryUnavailable: ..."), the message starts with that reason too.
 func allFailed(res *resolver.Resolution, tried []string, last error, lastMissed bool) error {
 	code := codes.Unavailable // every candidate was skipped before reaching the runtime
 	if last != nil {
@@ -190,7 +194,25 @@ func allFailed(res *resolver.Resolution, tried []string, last error, lastMissed 
 	if res.NeverContactSource {
 		msg += fmt.Sprintf("; the source is not tried: rule prefix %q has blocked = true with mirrors (never contact the source)", res.Rule)
 	}
+	if code == codes.Unknown {
+		if reason := kubeletReason(last); reason != nil {
+			msg = reason.Error() + ": " + msg
+		}
+	}
 	return status.Error(code, msg)
+}
+
+// kubeletReason is the reason a runtime's Unknown pull error names at the
+// start of its message for kubelet to show (the pod waits with that reason,
+// not ErrImagePull), or nil.
+func kubeletReason(err error) error {
+	msg := status.Convert(err).Message()
+	for _, reason := range []error{crierrors.ErrRegistryUnavailable, crierrors.ErrSignatureValidationFailed} {
+		if strings.HasPrefix(msg, reason.Error()) {
+			return reason
+		}
+	}
+	return nil
 }
 
 // attempt is how one candidate did: asked of the runtime, or answered by the

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	crierrors "k8s.io/cri-api/pkg/errors"
 )
 
 func TestPullOrderAndFallback(t *testing.T) {
@@ -435,25 +436,41 @@ func TestIsImageID(t *testing.T) {
 // containerd; any other Unknown stays Unknown.
 func TestPullCodeInFrontOfCRIO(t *testing.T) {
 	const (
-		mirrorRef = "127.0.0.1:5000/mirror/gcr.io/x/y:t"
-		sourceRef = "gcr.io/x/y:t"
-		miss      = "unable to try pulling possible OCI artifact: build image source: reading manifest t in %s: manifest unknown"
+		mirrorRef   = "127.0.0.1:5000/mirror/gcr.io/x/y:t"
+		sourceRef   = "gcr.io/x/y:t"
+		miss        = "unable to try pulling possible OCI artifact: build image source: reading manifest t in %s: manifest unknown"
+		unreachable = "RegistryUnavailable: unable to try pulling possible OCI artifact: build image source: pinging container registry %s: Get \"https://%[1]s/v2/\": dial tcp 127.0.0.1:1: connect: connection refused"
 	)
 	for _, tc := range []struct {
 		name       string
+		mirrorErr  error
 		sourceText string
 		want       codes.Code
+		wantPrefix error // kubelet's reason, from the message's start (k8s.io/cri-api/pkg/errors)
 	}{
-		{"every candidate misses", fmt.Sprintf(miss, "gcr.io/x/y"), codes.NotFound},
-		{"the last candidate fails otherwise", "unable to try pulling possible OCI artifact: build image source: pinging container registry gcr.io: received unexpected HTTP status: 500 Internal Server Error", codes.Unknown},
+		{"every candidate misses", nil, fmt.Sprintf(miss, "gcr.io/x/y"), codes.NotFound, nil},
+		{"the last candidate fails otherwise", nil, "unable to try pulling possible OCI artifact: build image source: pinging container registry gcr.io: received unexpected HTTP status: 500 Internal Server Error", codes.Unknown, nil},
+		{"the source is unreachable", nil, fmt.Sprintf(unreachable, "gcr.io"), codes.Unknown, crierrors.ErrRegistryUnavailable},
+		{"the source refuses the signature", nil, "SignatureValidationFailed: Source image rejected: A signature was required, but no signature exists", codes.Unknown, crierrors.ErrSignatureValidationFailed},
+		{"the mirror is unreachable, the source misses", status.Errorf(codes.Unknown, unreachable, "127.0.0.1:5000"), fmt.Sprintf(miss, "gcr.io/x/y"), codes.NotFound, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t)
-			h.rt.Fail(mirrorRef, status.Errorf(codes.Unknown, miss, "127.0.0.1:5000/mirror/gcr.io/x/y"))
+			mirrorErr := tc.mirrorErr
+			if mirrorErr == nil {
+				mirrorErr = status.Errorf(codes.Unknown, miss, "127.0.0.1:5000/mirror/gcr.io/x/y")
+			}
+			h.rt.Fail(mirrorRef, mirrorErr)
 			h.rt.Fail(sourceRef, status.Error(codes.Unknown, tc.sourceText))
 			_, err := h.pull(sourceRef, nil)
 			if got := status.Code(err); got != tc.want {
 				t.Errorf("code = %v, want %v (err %v)", got, tc.want, err)
+			}
+			msg := status.Convert(err).Message()
+			for _, reason := range []error{crierrors.ErrRegistryUnavailable, crierrors.ErrSignatureValidationFailed} {
+				if has := strings.HasPrefix(msg, reason.Error()); has != (reason == tc.wantPrefix) {
+					t.Errorf("message starts with %s: %v, want %v (message %q)", reason, has, !has, msg)
+				}
 			}
 		})
 	}

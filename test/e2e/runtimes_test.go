@@ -48,6 +48,9 @@ type criRuntime struct {
 	// (CRI-O), not the image id (containerd). The proxy answers a mirror pull with the id
 	// whatever the runtime, and a pull the source served as the runtime does.
 	digestRefs bool
+	// marksUnavailable: a pull from a registry it cannot reach fails with a message that
+	// starts with "RegistryUnavailable", which kubelet shows as the reason (CRI-O).
+	marksUnavailable bool
 	// instanceDigests: after a pull by an index, repo_digests name the index and the
 	// platform's manifest (CRI-O); containerd names the index only.
 	instanceDigests bool
@@ -74,7 +77,7 @@ func newContainerdRuntime(c *containerd) *criRuntime {
 
 func newCRIORuntime(c *crio) *criRuntime {
 	return &criRuntime{name: "crio", runtimeName: "cri-o", sock: c.sock, img: c.img, logPath: c.proc.logPath,
-		bareIDs: true, digestRefs: true, pullLine: crioPullLine, filtersList: true, instanceDigests: true,
+		bareIDs: true, digestRefs: true, pullLine: crioPullLine, filtersList: true, instanceDigests: true, marksUnavailable: true,
 		another: func(dir string) (*criRuntime, func(), error) {
 			c, err := env.startCRIO(dir)
 			if err != nil {

@@ -1,5 +1,6 @@
 // Package proxy serves the CRI v1 ImageService in front of a real container
-// runtime (containerd, CRI-O) and forwards every other CRI call unchanged.
+// runtime (containerd, CRI-O) and relays the RuntimeService to it, unchanged
+// but for the calls that name a container's image (runtime_service.go).
 //
 // PullImage is the one call it changes: the reference is resolved through the
 // mirror rules into ordered candidates, each candidate is pulled by the

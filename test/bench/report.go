@@ -425,6 +425,18 @@ const method = `- **Reference hop**: a gRPC server in its own process (the drive
   the pure pass-through case); every other one through the proxy (an alias each).
 - **Pulls** start from scratch: the image is removed first, which in containerd's CRI plugin
   deletes its content synchronously, so every pull downloads and unpacks all layers.
+- **Black-holed first mirror**: a mirror that accepts connections and never answers is, by
+  design, slow rather than dead (README, "Slow is not dead"): the probe gives up after
+  --probe-timeout and leaves the pull to the runtime, and the stall window (--stall-timeout)
+  abandons it once nothing was downloaded for the whole window, judged on progress sampled once
+  a second. The first pull's target is that bound (probe timeout + stall window + 1 s); an
+  earlier target of the probe timeout alone predates the design, which misses it on purpose.
+  The pulls after it find the mirror held back and should cost ~0.
+- **Memory**: VmRSS 1 s after the state named. "After ListImages" is the proxy after the
+  ListImages rows of the large set, holding what a node keeps after kubelet's listings. The
+  20,000-alias rows are a proxy of its own (the same binary and rules, in front of the same
+  containerd) whose alias table was written before it started: that many original names spread
+  over the large set's images, as many pulls through the proxy would have recorded.
 `
 
 // table renders a Markdown table with aligned columns: readable on a

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"sync"
 	"time"
 
 	digest "github.com/opencontainers/go-digest"
@@ -42,9 +41,12 @@ import (
 // even if a tag moves meanwhile; the alias table still answers for the tag.
 // The source itself is pulled by its tag, as without the check.
 //
+// The proxy waits for the source's answer and the mirrors' in order up to
+// the first mirror it accepts; the ones after it are not waited for.
+//
 // When the source cannot be asked, source-required fails the pull and
-// source-if-reachable goes on as without the check, pinning each mirror to
-// the digest it answered, and compares the digest that served the pull with
+// source-if-reachable goes on as without the check, pinning the first
+// mirror that answers to the digest it answered, and compares the digest that served the pull with
 // the one recorded for the tag before (trust on first use): a change is
 // logged and counted in cri_mirror_tag_changes_total.
 
@@ -101,7 +103,10 @@ func (s *Server) checkTag(ctx context.Context, req *runtimeapi.PullImageRequest,
 	registry := ruleLabel(res.Rule)
 	log := s.log.WithFields(logrus.Fields{"image": image.String(), "tag_check": string(entry.Mode), "tag_check_prefix": entry.Prefix})
 
-	src, mirrors := s.askTag(ctx, req, res)
+	hctx, cancel := context.WithTimeout(ctx, s.tagCheck.timeout)
+	defer cancel() // stops the HEADs no decision waited for
+	answers := s.askTag(hctx, req, res)
+	src := answers.source()
 	if ctx.Err() != nil {
 		return nil, nil, ctx.Err() // the caller left: nothing learnt about the source
 	}
@@ -116,7 +121,7 @@ func (s *Server) checkTag(ctx context.Context, req *runtimeapi.PullImageRequest,
 		for i, c := range res.Candidates {
 			if c.Source {
 				out.Candidates = append(out.Candidates, c)
-			} else if h, ok := mirrors[i]; ok && h.err == nil {
+			} else if h, ok := answers.mirror(i); ok && h.err == nil {
 				s.metrics.TagChecks.WithLabelValues(registry, metrics.TagCheckStale).Inc()
 			}
 		}
@@ -133,10 +138,16 @@ func (s *Server) checkTag(ctx context.Context, req *runtimeapi.PullImageRequest,
 			return nil, nil, status.Errorf(code, "pull %s: tag check policy %s (prefix %q) requires the source's digest for the tag, and the source %s could not be asked: %v",
 				image, entry.Mode, entry.Prefix, sourceName(res), src.err)
 		}
-		log.WithError(src.err).Info("tag check: the source could not be asked for the tag's digest; pulling the mirrors' answers, remembered per tag")
+		log.WithError(src.err).Info("tag check: the source could not be asked for the tag's digest; pulling the mirrors' answer, remembered per tag")
+		// The first mirror that answers is pulled by the digest it
+		// answered, which is what is remembered; the ones after it (tried
+		// only if its pull fails) are not waited for.
+		pinnedOne := false
 		for i, c := range res.Candidates {
-			if h, ok := mirrors[i]; ok && h.err == nil {
-				c = pinned(c, h.digest)
+			if !c.Source && !pinnedOne {
+				if h, ok := answers.mirror(i); ok && h.err == nil {
+					c, pinnedOne = pinned(c, h.digest), true
+				}
 			}
 			out.Candidates = append(out.Candidates, c)
 		}
@@ -146,19 +157,29 @@ func (s *Server) checkTag(ctx context.Context, req *runtimeapi.PullImageRequest,
 	s.recordTag(image.String(), src.digest, log)
 	log = log.WithField("source_digest", src.digest.String())
 	var srcIndex []byte // the source's manifest, read once if a mirror disagrees
+	accepted := false   // a mirror before this one serves the source's image
 	for i, c := range res.Candidates {
-		h, asked := mirrors[i]
+		if c.Source {
+			out.Candidates = append(out.Candidates, c)
+			continue
+		}
+		if accepted {
+			// Tried only if the accepted mirror's pull fails: not waited
+			// for, and pulled by S, so it serves S or nothing.
+			out.Candidates = append(out.Candidates, pinned(c, src.digest))
+			continue
+		}
+		h, asked := answers.mirror(i)
 		switch {
-		case c.Source:
 		case !asked || h.err != nil:
 			// No answer to compare: the runtime gets S or nothing.
 			c = pinned(c, src.digest)
 		case h.digest == src.digest:
 			s.metrics.TagChecks.WithLabelValues(registry, metrics.TagCheckMatch).Inc()
 			s.gate.recent.heard(c.Location)
-			c = pinned(c, src.digest)
+			c, accepted = pinned(c, src.digest), true
 		default:
-			same, why := s.samePlatformImage(ctx, req, res, c, src.digest, h.digest, &srcIndex)
+			same, why := s.samePlatformImage(hctx, req, res, c, src.digest, h.digest, &srcIndex)
 			mlog := log.WithFields(logrus.Fields{"mirror": c.Location, "mirror_digest": h.digest.String()})
 			if !same {
 				s.metrics.TagChecks.WithLabelValues(registry, metrics.TagCheckStale).Inc()
@@ -168,23 +189,48 @@ func (s *Server) checkTag(ctx context.Context, req *runtimeapi.PullImageRequest,
 			s.metrics.TagChecks.WithLabelValues(registry, metrics.TagCheckPlatformMatch).Inc()
 			mlog.WithField("platform", s.platform.String()).Info("tag check: the mirror's answer differs from the source's but holds the same image for this platform")
 			s.gate.recent.heard(c.Location)
-			c = pinned(c, h.digest)
+			c, accepted = pinned(c, h.digest), true
 		}
 		out.Candidates = append(out.Candidates, c)
 	}
 	return &out, nil, nil
 }
 
-// askTag sends the HEADs: the source (with the caller's credentials for it)
-// and every mirror not held back by its breaker (with its own), at once,
-// all bounded by the check's timeout. mirrors is keyed by candidate index.
-func (s *Server) askTag(ctx context.Context, req *runtimeapi.PullImageRequest, res *resolver.Resolution) (src tagHead, mirrors map[int]tagHead) {
-	ctx, cancel := context.WithTimeout(ctx, s.tagCheck.timeout)
-	defer cancel()
-	mirrors = map[int]tagHead{}
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	src = tagHead{err: errSourceNotContacted}
+// tagAnswers are the tag check's HEADs in flight; each arrives once on its
+// channel (buffered: no sender waits for a reader that stopped waiting).
+type tagAnswers struct {
+	src     chan tagHead         // nil: the source is not asked
+	mirrors map[int]chan tagHead // by candidate index; none for a mirror held back
+	got     map[int]tagHead      // answers read so far
+}
+
+// source waits for the source's answer.
+func (a *tagAnswers) source() tagHead {
+	if a.src == nil {
+		return tagHead{err: errSourceNotContacted}
+	}
+	return <-a.src
+}
+
+// mirror waits for the answer of candidate i; false if it was not asked.
+func (a *tagAnswers) mirror(i int) (tagHead, bool) {
+	if h, ok := a.got[i]; ok {
+		return h, true
+	}
+	ch, ok := a.mirrors[i]
+	if !ok {
+		return tagHead{}, false
+	}
+	a.got[i] = <-ch
+	return a.got[i], true
+}
+
+// askTag sends the HEADs at once, each bounded by ctx: the source (with the
+// caller's credentials for it) and every mirror not held back by its
+// breaker (with its own). The caller waits only for the answers it needs:
+// the source's and the mirrors' up to the first it pulls.
+func (s *Server) askTag(ctx context.Context, req *runtimeapi.PullImageRequest, res *resolver.Resolution) *tagAnswers {
+	a := &tagAnswers{mirrors: map[int]chan tagHead{}, got: map[int]tagHead{}}
 	for i, c := range res.Candidates {
 		if !c.Source && s.gate.breaker.held(c.Location) {
 			continue
@@ -193,21 +239,18 @@ func (s *Server) askTag(ctx context.Context, req *runtimeapi.PullImageRequest, r
 		if err != nil {
 			auth = nil // the auth file's lookup failed: ask anonymously, as attempt does
 		}
-		wg.Add(1)
+		ch := make(chan tagHead, 1)
+		if c.Source {
+			a.src = ch
+		} else {
+			a.mirrors[i] = ch
+		}
 		go func() {
-			defer wg.Done()
 			d, err := s.tagCheck.registry.Digest(ctx, res, c, c.Ref, auth)
-			mu.Lock()
-			defer mu.Unlock()
-			if c.Source {
-				src = tagHead{digest: d, err: err}
-				return
-			}
-			mirrors[i] = tagHead{digest: d, err: err}
+			ch <- tagHead{digest: d, err: err}
 		}()
 	}
-	wg.Wait()
-	return src, mirrors
+	return a
 }
 
 // samePlatformImage reports whether the source's manifest S and the
@@ -216,8 +259,6 @@ func (s *Server) askTag(ctx context.Context, req *runtimeapi.PullImageRequest, r
 // index) is the same digest. Both manifests are read by digest and
 // checked against it. why says what differed, or what could not be read.
 func (s *Server) samePlatformImage(ctx context.Context, req *runtimeapi.PullImageRequest, res *resolver.Resolution, mirror resolver.Candidate, S, M digest.Digest, srcIndex *[]byte) (bool, string) {
-	ctx, cancel := context.WithTimeout(ctx, s.tagCheck.timeout)
-	defer cancel()
 	if *srcIndex == nil {
 		src, ok := sourceCandidate(res)
 		if !ok {

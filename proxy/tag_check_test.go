@@ -35,6 +35,7 @@ type fakeTags struct {
 	mu        sync.Mutex
 	digests   map[string]digest.Digest
 	down      map[string]bool // hosts that cannot be reached
+	hang      map[string]bool // hosts that never answer (until the HEAD is stopped)
 	manifests map[string][]byte
 	heads     []string            // references asked with HEAD
 	auth      map[string][]string // reference → usernames it was sent ("" = none)
@@ -47,11 +48,17 @@ func (f *fakeTags) record(ref reference.Named, auth *runtimeapi.AuthConfig) {
 	f.auth[ref.String()] = append(f.auth[ref.String()], auth.GetUsername())
 }
 
-func (f *fakeTags) Digest(_ context.Context, _ *resolver.Resolution, _ resolver.Candidate, ref reference.Named, auth *runtimeapi.AuthConfig) (digest.Digest, error) {
+func (f *fakeTags) Digest(ctx context.Context, _ *resolver.Resolution, _ resolver.Candidate, ref reference.Named, auth *runtimeapi.AuthConfig) (digest.Digest, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.heads = append(f.heads, ref.String())
 	f.record(ref, auth)
+	if f.hang[reference.Domain(ref)] {
+		f.mu.Unlock()
+		<-ctx.Done()
+		f.mu.Lock()
+		return "", ctx.Err()
+	}
 	if f.down[reference.Domain(ref)] {
 		return "", errors.New("dial tcp: connection refused")
 	}
@@ -71,6 +78,18 @@ func (f *fakeTags) Manifest(_ context.Context, _ resolver.Candidate, ref referen
 	return nil, errors.New("manifest unknown")
 }
 
+// asked returns the references asked with HEAD, and the usernames sent to
+// each reference, so far (a HEAD nobody waited for may still arrive).
+func (f *fakeTags) asked() ([]string, map[string][]string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	auth := map[string][]string{}
+	for k, v := range f.auth {
+		auth[k] = slices.Clone(v)
+	}
+	return slices.Clone(f.heads), auth
+}
+
 func (f *fakeTags) setDigest(ref string, d digest.Digest) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -85,6 +104,11 @@ const (
 
 func tagCheckHarness(t *testing.T, policy string, f *fakeTags) *harness {
 	t.Helper()
+	return tagCheckHarnessTimeout(t, policy, f, time.Second)
+}
+
+func tagCheckHarnessTimeout(t *testing.T, policy string, f *fakeTags, timeout time.Duration) *harness {
+	t.Helper()
 	p, err := resolver.ParseTagCheckPolicy(policy)
 	if err != nil {
 		t.Fatal(err)
@@ -94,7 +118,7 @@ func tagCheckHarness(t *testing.T, policy string, f *fakeTags) *harness {
 		WithCredentials(mapCredentials{"127.0.0.1:5000": {Username: "mirror-user", Password: "m"}}),
 	)
 	// The store is the harness's own, reopened on restart: pass it late.
-	h.opts = append(h.opts, withTagCheck(p, time.Second, f, nil))
+	h.opts = append(h.opts, withTagCheck(p, timeout, f, nil))
 	h.restart()
 	h.srv.tagCheck.records = h.store
 	return h
@@ -173,7 +197,8 @@ func TestTagCheckSourceReachable(t *testing.T) {
 				t.Errorf("ImageStatus(%s) = %v, want id %s with the tag", tcTag, img, resp.GetImageRef())
 			}
 			// Credentials: the pod's only to the source, the mirror's only to the mirror.
-			for ref, users := range f.auth {
+			_, sent := f.asked()
+			for ref, users := range sent {
 				want := "mirror-user"
 				if strings.HasPrefix(ref, "gcr.io/") {
 					want = "pod-user"
@@ -243,8 +268,8 @@ func TestTagCheckSourceUnreachable(t *testing.T) {
 			registry := "gcr.io/x"
 			if strings.HasPrefix(tc.image, "quay.io") {
 				registry = "quay.io"
-				if slices.ContainsFunc(f.heads, func(r string) bool { return strings.HasPrefix(r, "quay.io/") }) {
-					t.Errorf("the source of a never-contact-source rule was asked: %q", f.heads)
+				if heads, _ := f.asked(); slices.ContainsFunc(heads, func(r string) bool { return strings.HasPrefix(r, "quay.io/") }) {
+					t.Errorf("the source of a never-contact-source rule was asked: %q", heads)
 				}
 			}
 			if got := testutil.ToFloat64(h.metrics.TagChecks.WithLabelValues(registry, metrics.TagCheckSourceUnreachable)); got != 1 {
@@ -302,8 +327,8 @@ func TestTagCheckDoesNotApply(t *testing.T) {
 		if got := h.rt.PulledRefs(); !slices.Equal(got, []string{tc.pull}) {
 			t.Errorf("%s under %s: runtime pulls = %q, want [%s]", tc.image, tc.policy, got, tc.pull)
 		}
-		if len(f.heads) != 0 {
-			t.Errorf("%s under %s: registries asked %q, want none", tc.image, tc.policy, f.heads)
+		if heads, _ := f.asked(); len(heads) != 0 {
+			t.Errorf("%s under %s: registries asked %q, want none", tc.image, tc.policy, heads)
 		}
 	}
 }
@@ -426,5 +451,30 @@ func TestDescribeTagCheck(t *testing.T) {
 		if (want == "") != (got == "") || !strings.Contains(got, want) {
 			t.Errorf("DescribeTagCheck(%s) = %q, want it to say %q", image, got, want)
 		}
+	}
+}
+
+// TestTagCheckWaitsOnlyForWhatItPulls: once a mirror agrees with the source,
+// a mirror after it that never answers does not hold the pull (whose caller
+// gives up long before the check's own bound); it stays a candidate, pinned
+// to the source's digest.
+func TestTagCheckWaitsOnlyForWhatItPulls(t *testing.T) {
+	S := dg("app")
+	f := &fakeTags{
+		digests: map[string]digest.Digest{"docker.io/library/app:v1": S, "mirror-a.test/hub/library/app:v1": S},
+		hang:    map[string]bool{"mirror-b.test": true},
+	}
+	h := tagCheckHarnessTimeout(t, "docker.io=source-required", f, time.Hour)
+	h.rt.Publish("mirror-a.test/hub/library/app@"+S.String(), "app")
+	h.mustPull("app:v1") // within the harness's 10s call deadline
+	if got := h.rt.PulledRefs(); !slices.Equal(got, []string{"mirror-a.test/hub/library/app@" + S.String()}) {
+		t.Errorf("runtime pulls = %q, want the first mirror by the source's digest", got)
+	}
+	// The first mirror's pull fails: the second is tried, pinned to S.
+	h.rt.Fail("mirror-a.test/hub/library/app@"+S.String(), status.Error(codes.Unavailable, "injected"))
+	h.rt.Publish("mirror-b.test/library/app@"+S.String(), "app")
+	h.mustPull("app:v1")
+	if got := h.rt.PulledRefs(); !slices.Contains(got, "mirror-b.test/library/app@"+S.String()) {
+		t.Errorf("runtime pulls = %q, want the second mirror pinned to the source's digest after the first failed", got)
 	}
 }

@@ -94,7 +94,7 @@ func parseServe(name string, args []string, stdout, stderr io.Writer) (serveConf
 	f.Duration(&c.indexTimeout, "index-timeout", 10*time.Second, "bound on one registry request of the digest substitution")
 	f.String(&c.platform, "platform", "", "os/arch[/variant] the digest substitution picks from an index (empty: the node's, as the runtime picks it)")
 	f.TagCheck(&c.tagCheck, "per-prefix check of a mirror's answer for a tag against the source: prefix=off|source-if-reachable|source-required, comma-separated (config file: a [tag-check] table of prefix = mode)")
-	f.Duration(&c.tagCheckTimeout, "tag-check-timeout", 2*time.Second, "bound on the tag check's requests to the source and the mirrors for one pull")
+	f.Duration(&c.tagCheckTimeout, "tag-check-timeout", 2*time.Second, "bound on all of the tag check's requests for one pull (the HEADs to the source and the mirrors, and the manifest reads of a platform comparison)")
 	f.Duration(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long a stop waits for in-flight calls")
 	f.String(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.String(&c.logFormat, "log-format", "text", "log format: text or json")

@@ -362,4 +362,14 @@ func TestStatusFollowsAliasChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantOriginalView(t, "after the alias came back: ImageStatus("+origTag+")", h.status(origTag), id)
+
+	// A second original name of the image: the answer by the first name
+	// (translated before, and kept) shows it too.
+	second := "gcr.io/x/y:second"
+	if err := h.store.Put(store.Alias{Name: second, ImageID: id, Mirror: mirrorTag}); err != nil {
+		t.Fatal(err)
+	}
+	if img := h.status(origTag); img == nil || !slices.Contains(img.RepoTags, second) {
+		t.Errorf("ImageStatus(%s) after a second alias of its image = %v, want %s among its tags", origTag, img, second)
+	}
 }

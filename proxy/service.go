@@ -67,6 +67,7 @@ type Server struct {
 	names    nameCache
 	pruning  atomic.Bool // a pruneStale is running
 	listings listings
+	statuses statuses
 
 	attemptTimeout time.Duration
 	stallTimeout   time.Duration

@@ -26,11 +26,14 @@ import (
 // crio is a CRI-O with its own configuration, storage and socket under dir
 // (testenv.WriteCRIO) and no mirrors of its own: the proxy in front decides.
 type crio struct {
-	dir  string
-	sock string
-	proc *process
-	conn *grpc.ClientConn
-	img  runtimeapi.ImageServiceClient
+	dir    string
+	sock   string
+	proc   *process
+	conn   *grpc.ClientConn
+	img    runtimeapi.ImageServiceClient
+	layout testenv.CRIO
+	hosts  map[string]string // the registries it reaches, as in its registries.conf
+	closed string            // where the public registries lead
 }
 
 // crioBinaries returns crio and pinns as test/tools.sh builds them into test/.bin, or an error
@@ -58,7 +61,8 @@ func (h *harness) startCRIO(dir string) (*crio, error) {
 		h.source.host: h.source.host,
 		sourceHost:    h.source.host,
 	}
-	layout, err := testenv.WriteCRIO(dir, pinns, hosts, fmt.Sprintf("127.0.0.1:%d", h.closedPort))
+	closed := fmt.Sprintf("127.0.0.1:%d", h.closedPort)
+	layout, err := testenv.WriteCRIO(dir, pinns, hosts, closed)
 	if err != nil {
 		return nil, err
 	}
@@ -66,7 +70,7 @@ func (h *harness) startCRIO(dir string) (*crio, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &crio{dir: dir, sock: layout.Socket, proc: p}
+	c := &crio{dir: dir, sock: layout.Socket, proc: p, layout: layout, hosts: hosts, closed: closed}
 	if c.conn, err = dialCRI(c.sock); err != nil {
 		c.close()
 		return nil, err
@@ -86,6 +90,42 @@ func (h *harness) startCRIO(dir string) (*crio, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// reach makes CRI-O reach the registry host at addr (host:port, plain HTTP) until the test
+// ends: an entry in its registries.conf, which CRI-O reads again on SIGHUP.
+func (c *crio) reach(t *testing.T, host, addr string) {
+	t.Helper()
+	c.setHost(t, host, addr)
+	t.Cleanup(func() { c.setHost(t, host, "") })
+}
+
+// setHost writes CRI-O's registries.conf with host at addr ("": without host) and waits
+// until CRI-O has applied it.
+func (c *crio) setHost(t *testing.T, host, addr string) {
+	t.Helper()
+	if addr == "" {
+		delete(c.hosts, host)
+	} else {
+		c.hosts[host] = addr
+	}
+	if err := c.layout.WriteRegistries(c.hosts, c.closed); err != nil {
+		t.Fatal(err)
+	}
+	const applied = "Applied new registry configuration"
+	before := strings.Count(readFile(c.proc.logPath), applied)
+	if err := c.proc.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatalf("SIGHUP to CRI-O: %v", err)
+	}
+	err := waitFor(10*time.Second, "CRI-O to apply its registries.conf", func() error {
+		if strings.Count(readFile(c.proc.logPath), applied) <= before {
+			return errors.New("not applied yet")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, logTail(c.proc.logPath, 20))
+	}
 }
 
 // close stops CRI-O by pid and unmounts what it left mounted under its directory (its overlay

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -33,9 +34,13 @@ type criRuntime struct {
 
 	// bareIDs: image ids are bare hex (CRI-O), not sha256:<hex> (containerd).
 	bareIDs bool
-	// certsDir is containerd's certs.d, where a registry host is made reachable. CRI-O has
-	// none to write: it reaches any 127.0.0.1 registry over plain HTTP by itself.
+	// certsDir is containerd's certs.d, where a registry host is made reachable. CRI-O
+	// reaches any 127.0.0.1 registry over plain HTTP by itself, and another name through its
+	// registries.conf (reach).
 	certsDir string
+	reach    func(t *testing.T, host, addr string)
+	// userAgent starts the User-Agent of its registry requests.
+	userAgent string
 	// pullLine matches the line the runtime logs for each PullImage it receives; its group
 	// is the reference asked for.
 	pullLine *regexp.Regexp
@@ -48,6 +53,9 @@ type criRuntime struct {
 	// (CRI-O), not the image id (containerd). The proxy answers a mirror pull with the id
 	// whatever the runtime, and a pull the source served as the runtime does.
 	digestRefs bool
+	// credsToRelocatedHost: a pull's credentials go to the server a host name is configured
+	// to lead to (containerd's certs.d); CRI-O sends them only to the host the reference names.
+	credsToRelocatedHost bool
 	// marksUnavailable: a pull from a registry it cannot reach fails with a message that
 	// starts with "RegistryUnavailable", which kubelet shows as the reason (CRI-O).
 	marksUnavailable bool
@@ -64,8 +72,8 @@ var (
 )
 
 func newContainerdRuntime(c *containerd) *criRuntime {
-	return &criRuntime{name: "containerd", runtimeName: "containerd", sock: c.sock, img: c.img, logPath: c.proc.logPath,
-		certsDir: testenv.ContainerdAt(c.dir).Certs, pullLine: containerdPullLine, checksTagManifest: true,
+	return &criRuntime{name: "containerd", runtimeName: "containerd", userAgent: "containerd", sock: c.sock, img: c.img, logPath: c.proc.logPath,
+		certsDir: testenv.ContainerdAt(c.dir).Certs, pullLine: containerdPullLine, checksTagManifest: true, credsToRelocatedHost: true,
 		another: func(dir string) (*criRuntime, func(), error) {
 			c, err := startContainerd(dir, env.ctdHosts, env.closedURL())
 			if err != nil {
@@ -76,8 +84,8 @@ func newContainerdRuntime(c *containerd) *criRuntime {
 }
 
 func newCRIORuntime(c *crio) *criRuntime {
-	return &criRuntime{name: "crio", runtimeName: "cri-o", sock: c.sock, img: c.img, logPath: c.proc.logPath,
-		bareIDs: true, digestRefs: true, pullLine: crioPullLine, filtersList: true, instanceDigests: true, marksUnavailable: true,
+	return &criRuntime{name: "crio", runtimeName: "cri-o", userAgent: "cri-o", sock: c.sock, img: c.img, logPath: c.proc.logPath,
+		reach: c.reach, bareIDs: true, digestRefs: true, pullLine: crioPullLine, filtersList: true, instanceDigests: true, marksUnavailable: true,
 		another: func(dir string) (*criRuntime, func(), error) {
 			c, err := env.startCRIO(dir)
 			if err != nil {
@@ -177,6 +185,9 @@ func (rt *criRuntime) remove(t *testing.T, id string) {
 func (rt *criRuntime) allowHost(t *testing.T, host, server string) {
 	t.Helper()
 	if rt.certsDir == "" {
+		if !strings.HasPrefix(host, "127.0.0.1:") {
+			rt.reach(t, host, strings.TrimPrefix(server, "http://"))
+		}
 		return
 	}
 	if err := testenv.WriteHost(rt.certsDir, host, server); err != nil {
@@ -203,4 +214,10 @@ func (rt *criRuntime) countPulls(match func(ref string) bool) int {
 		}
 	}
 	return n
+}
+
+// fromRuntime reports whether a registry request with this User-Agent came from the runtime
+// (not from the proxy's probe or the test's pushes).
+func (rt *criRuntime) fromRuntime(userAgent string) bool {
+	return strings.HasPrefix(userAgent, rt.userAgent)
 }

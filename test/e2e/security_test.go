@@ -24,116 +24,124 @@ import (
 // credentials (the proxy's --auth-file) must never reach the source host. The proxy's manifest
 // probe talks to the mirror too and is held to the same rule.
 func TestCredentialIsolation(t *testing.T) {
-	cleanImages(t)
-	const (
-		srcName  = "auth-source.test" // the source, as containerd and the rules name it
-		podUser  = "pod-user"
-		podPass  = "pod-secret-Zq1"
-		mirUser  = "mirror-user"
-		mirPass  = "mirror-secret-Xk7"
-		repoBoth = "e2e/auth-both" // on the mirror and the source (different images)
-		repoSrc  = "e2e/auth-src"  // on the source only: the pull falls back to the source
-	)
-	onMirror := mustPushRandom(t, env.mirror.host+"/m1/"+repoBoth+":v1")
-	mustPushRandom(t, env.source.host+"/"+repoBoth+":v1")
-	onSource := mustPushRandom(t, env.source.host+"/"+repoSrc+":v1")
+	eachRuntime(t, func(t *testing.T, rt *criRuntime) {
+		const (
+			podUser  = "pod-user"
+			podPass  = "pod-secret-Zq1"
+			mirUser  = "mirror-user"
+			mirPass  = "mirror-secret-Xk7"
+			repoBoth = "e2e/auth-both" // on the mirror and the source (different images)
+			repoSrc  = "e2e/auth-src"  // on the source only: the pull falls back to the source
+		)
+		onMirror := mustPushRandom(t, env.mirror.host+"/m1/"+repoBoth+":v1")
+		mustPushRandom(t, env.source.host+"/"+repoBoth+":v1")
+		onSource := mustPushRandom(t, env.source.host+"/"+repoSrc+":v1")
 
-	src := newRegistryFront(t, env.source.host)
-	src.user, src.pass = podUser, podPass
-	mir := newRegistryFront(t, env.mirror.host)
-	mir.user, mir.pass = mirUser, mirPass
-	allowHost(t, env.ctd, srcName, "http://"+src.host)
-	allowHost(t, env.ctd, mir.host, "http://"+mir.host)
+		src := newRegistryFront(t, env.source.host)
+		src.user, src.pass = podUser, podPass
+		mir := newRegistryFront(t, env.mirror.host)
+		mir.user, mir.pass = mirUser, mirPass
+		// The source, as the runtime and the rules name it: a name of its own, which containerd
+		// reaches through certs.d; CRI-O sends a pull's credentials only to the host the
+		// reference names (a name its registries.conf sends elsewhere gets none), so there the
+		// source is named by its address.
+		srcName := "auth-source.test"
+		if !rt.credsToRelocatedHost {
+			srcName = src.host
+		}
+		rt.allowHost(t, srcName, "http://"+src.host)
+		rt.allowHost(t, mir.host, "http://"+mir.host)
 
-	authFile := filepath.Join(t.TempDir(), "auth.json")
-	authJSON := fmt.Sprintf(`{"auths":{%q:{"auth":%q}}}`, mir.host, base64.StdEncoding.EncodeToString([]byte(mirUser+":"+mirPass)))
-	if err := os.WriteFile(authFile, []byte(authJSON), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	p := startProxyWith(t, registriesConf(rule{prefix: srcName, mirrors: []mirror{{location: mir.host + "/m1"}}}),
-		proxyOpts{args: []string{"--auth-file", authFile}})
+		authFile := filepath.Join(t.TempDir(), "auth.json")
+		authJSON := fmt.Sprintf(`{"auths":{%q:{"auth":%q}}}`, mir.host, base64.StdEncoding.EncodeToString([]byte(mirUser+":"+mirPass)))
+		if err := os.WriteFile(authFile, []byte(authJSON), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		p := startProxyWith(t, registriesConf(rule{prefix: srcName, mirrors: []mirror{{location: mir.host + "/m1"}}}),
+			proxyOpts{runtime: rt, args: []string{"--auth-file", authFile}})
 
-	// kubelet sends the pull secret without a server address when the secret's registry
-	// matched; an empty one is also what lets a leak show: containerd would send it anywhere.
-	podAuth := &runtimeapi.AuthConfig{Username: podUser, Password: podPass}
-	pull := func(ref string, auth *runtimeapi.AuthConfig) (string, error) {
-		ctx, cancel := callCtx()
-		defer cancel()
-		resp, err := p.img.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: ref}, Auth: auth})
-		return resp.GetImageRef(), err
-	}
+		// kubelet sends the pull secret without a server address when the secret's registry
+		// matched; an empty one is also what lets a leak show: containerd would send it anywhere.
+		podAuth := &runtimeapi.AuthConfig{Username: podUser, Password: podPass}
+		pull := func(ref string, auth *runtimeapi.AuthConfig) (string, error) {
+			ctx, cancel := callCtx()
+			defer cancel()
+			resp, err := p.img.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: ref}, Auth: auth})
+			return resp.GetImageRef(), err
+		}
 
-	refBoth, refSrc := srcName+"/"+repoBoth+":v1", srcName+"/"+repoSrc+":v1"
-	id, err := pull(refBoth, podAuth)
-	if err != nil {
-		t.Errorf("PullImage(%s) with the pod's secret: %s; want it served by the mirror with the mirror's credentials from --auth-file\nmirror front:\n%s", refBoth, grpcMessage(err), mir.dump(20))
-	} else if id != onMirror.ID {
-		t.Errorf("PullImage(%s) = %s, want %s: the mirror (with the credentials of --auth-file) should serve it, not the source\nattempts:\n%s", refBoth, id, onMirror.ID, p.attemptLog())
-	}
-	id, err = pull(refSrc, podAuth)
-	if err != nil {
-		t.Errorf("PullImage(%s) with the pod's secret: %s; want it served by the source after the mirror's miss\nsource front:\n%s", refSrc, grpcMessage(err), src.dump(20))
-	} else if id != onSource.ID {
-		t.Errorf("PullImage(%s) = %s, want %s (the source's image)", refSrc, id, onSource.ID)
-	}
-	// The source really requires the secret: without it the same pull fails.
-	if err := p.remove(refSrc); err != nil {
-		t.Fatalf("RemoveImage(%s): %v", refSrc, err)
-	}
-	if _, err := pull(refSrc, nil); err == nil {
-		t.Errorf("PullImage(%s) without the pod's secret succeeded; the source front should refuse it", refSrc)
-	}
+		refBoth, refSrc := srcName+"/"+repoBoth+":v1", srcName+"/"+repoSrc+":v1"
+		id, err := pull(refBoth, podAuth)
+		if err != nil {
+			t.Errorf("PullImage(%s) with the pod's secret: %s; want it served by the mirror with the mirror's credentials from --auth-file\nmirror front:\n%s", refBoth, grpcMessage(err), mir.dump(20))
+		} else if id != rt.id(onMirror) {
+			t.Errorf("PullImage(%s) = %s, want %s: the mirror (with the credentials of --auth-file) should serve it, not the source\nattempts:\n%s", refBoth, id, rt.id(onMirror), p.attemptLog())
+		}
+		id, err = pull(refSrc, podAuth)
+		if err != nil {
+			t.Errorf("PullImage(%s) with the pod's secret: %s; want it served by the source after the mirror's miss\nsource front:\n%s", refSrc, grpcMessage(err), src.dump(20))
+		} else if want := rt.sourceAnswer(refSrc, onSource); id != want {
+			t.Errorf("PullImage(%s) = %s, want %s (the source's image)", refSrc, id, want)
+		}
+		// The source really requires the secret: without it the same pull fails.
+		if err := p.remove(refSrc); err != nil {
+			t.Fatalf("RemoveImage(%s): %v", refSrc, err)
+		}
+		if _, err := pull(refSrc, nil); err == nil {
+			t.Errorf("PullImage(%s) without the pod's secret succeeded; the source front should refuse it", refSrc)
+		}
 
-	// Both hosts were asked (with the right credentials), the probe included.
-	mirReqs, srcReqs := mir.requests(), src.requests()
-	var probeSeen, mirrorCredsAtMirror, podCredsAtSource bool
-	for _, r := range mirReqs {
-		if fromProbe(r.UserAgent) {
-			probeSeen = true
+		// Both hosts were asked (with the right credentials), the probe included.
+		mirReqs, srcReqs := mir.requests(), src.requests()
+		var probeSeen, mirrorCredsAtMirror, podCredsAtSource bool
+		for _, r := range mirReqs {
+			if fromProbe(r.UserAgent) {
+				probeSeen = true
+			}
+			if basicCreds(r.Auth) == mirUser+":"+mirPass {
+				mirrorCredsAtMirror = true
+			}
 		}
-		if basicCreds(r.Auth) == mirUser+":"+mirPass {
-			mirrorCredsAtMirror = true
+		for _, r := range srcReqs {
+			if basicCreds(r.Auth) == podUser+":"+podPass {
+				podCredsAtSource = true
+			}
 		}
-	}
-	for _, r := range srcReqs {
-		if basicCreds(r.Auth) == podUser+":"+podPass {
-			podCredsAtSource = true
+		if len(mirReqs) == 0 || len(srcReqs) == 0 {
+			t.Errorf("the mirror front got %d requests and the source front %d; both should be asked", len(mirReqs), len(srcReqs))
 		}
-	}
-	if len(mirReqs) == 0 || len(srcReqs) == 0 {
-		t.Errorf("the mirror front got %d requests and the source front %d; both should be asked", len(mirReqs), len(srcReqs))
-	}
-	if !probeSeen {
-		t.Errorf("no request from the proxy's probe reached the mirror front; the test should cover it")
-	}
-	if !mirrorCredsAtMirror {
-		t.Errorf("the mirror never received the mirror's credentials from --auth-file")
-	}
-	if !podCredsAtSource {
-		t.Errorf("the source never received the pod's credentials")
-	}
+		if !probeSeen {
+			t.Errorf("no request from the proxy's probe reached the mirror front; the test should cover it")
+		}
+		if !mirrorCredsAtMirror {
+			t.Errorf("the mirror never received the mirror's credentials from --auth-file")
+		}
+		if !podCredsAtSource {
+			t.Errorf("the source never received the pod's credentials")
+		}
 
-	// The leaks: any Authorization header carrying the other side's secret, in any form.
-	for _, r := range mirReqs {
-		if leaks(r.Auth, podUser, podPass) {
-			t.Errorf("LEAK: the pod's pull secret reached the mirror host %s: %s", mir.host, r)
+		// The leaks: any Authorization header carrying the other side's secret, in any form.
+		for _, r := range mirReqs {
+			if leaks(r.Auth, podUser, podPass) {
+				t.Errorf("LEAK: the pod's pull secret reached the mirror host %s: %s", mir.host, r)
+			}
 		}
-	}
-	for _, r := range srcReqs {
-		if leaks(r.Auth, mirUser, mirPass) {
-			t.Errorf("LEAK: the mirror's credentials reached the source host %s: %s", srcName, r)
+		for _, r := range srcReqs {
+			if leaks(r.Auth, mirUser, mirPass) {
+				t.Errorf("LEAK: the mirror's credentials reached the source host %s: %s", srcName, r)
+			}
 		}
-	}
-	if t.Failed() {
-		t.Logf("mirror front requests:\n%s\nsource front requests:\n%s", mir.dump(40), src.dump(40))
-	}
-	// The proxy's log must not carry either secret.
-	log := readFile(p.logPath())
-	for _, secret := range []string{podPass, mirPass, base64.StdEncoding.EncodeToString([]byte(podUser + ":" + podPass)), base64.StdEncoding.EncodeToString([]byte(mirUser + ":" + mirPass))} {
-		if strings.Contains(log, secret) {
-			t.Errorf("the proxy log (debug level) contains a secret %q", secret)
+		if t.Failed() {
+			t.Logf("mirror front requests:\n%s\nsource front requests:\n%s", mir.dump(40), src.dump(40))
 		}
-	}
+		// The proxy's log must not carry either secret.
+		log := readFile(p.logPath())
+		for _, secret := range []string{podPass, mirPass, base64.StdEncoding.EncodeToString([]byte(podUser + ":" + podPass)), base64.StdEncoding.EncodeToString([]byte(mirUser + ":" + mirPass))} {
+			if strings.Contains(log, secret) {
+				t.Errorf("the proxy log (debug level) contains a secret %q", secret)
+			}
+		}
+	})
 }
 
 // leaks reports whether an Authorization header carries user's password, plainly, in basic
@@ -156,78 +164,79 @@ func leaks(header, user, pass string) bool {
 // without mirrors. The source front receives no request at all, even for an image only the
 // source has; the errors name the rule.
 func TestNeverContactSource(t *testing.T) {
-	cleanImages(t)
-	const never, blocked = "never.test", "blocked-rec.test"
-	present := mustPushRandom(t, env.mirror.host+"/m1/e2e/never-present:v1")
-	mustPushRandom(t, env.source.host+"/e2e/never-present:v1")
-	absent := mustPushRandom(t, env.source.host+"/e2e/never-absent:v1") // only the source has it
+	eachRuntime(t, func(t *testing.T, rt *criRuntime) {
+		const never, blocked = "never.test", "blocked-rec.test"
+		present := mustPushRandom(t, env.mirror.host+"/m1/e2e/never-present:v1")
+		mustPushRandom(t, env.source.host+"/e2e/never-present:v1")
+		absent := mustPushRandom(t, env.source.host+"/e2e/never-absent:v1") // only the source has it
 
-	src := newRegistryFront(t, env.source.host)
-	allowHost(t, env.ctd, never, "http://"+src.host)
-	allowHost(t, env.ctd, blocked, "http://"+src.host)
-	p := startProxy(t, registriesConf(
-		rule{prefix: never, blocked: true, mirrors: []mirror{{location: env.mirrorLoc("m1")}}},
-		rule{prefix: blocked, blocked: true},
-	))
+		src := newRegistryFront(t, env.source.host)
+		rt.allowHost(t, never, "http://"+src.host)
+		rt.allowHost(t, blocked, "http://"+src.host)
+		p := startProxyOn(t, rt, registriesConf(
+			rule{prefix: never, blocked: true, mirrors: []mirror{{location: env.mirrorLoc("m1")}}},
+			rule{prefix: blocked, blocked: true},
+		))
 
-	if n := src.count(func(frontRequest) bool { return true }); n != 0 {
-		t.Fatalf("the source front got %d requests before the test", n)
-	}
-
-	ref := never + "/e2e/never-present:v1"
-	p.mustPull(ref, present)
-	checkNames(t, "ImageStatus", p.status(ref), []string{ref}, present.Digest)
-
-	ref = never + "/e2e/never-absent:v1"
-	_, err := p.pull(ref)
-	if err == nil {
-		t.Errorf("PullImage(%s) succeeded; the mirror lacks it and the source must never be contacted", ref)
-	} else {
-		msg := grpcMessage(err)
-		t.Logf("PullImage(%s): %s", ref, msg)
-		if !strings.Contains(msg, `"`+never+`"`) || !strings.Contains(strings.ToLower(msg), "blocked") {
-			t.Errorf("PullImage(%s) error %q does not say the source is not contacted because rule prefix %q blocks it", ref, msg, never)
+		if n := src.count(func(frontRequest) bool { return true }); n != 0 {
+			t.Fatalf("the source front got %d requests before the test", n)
 		}
-	}
 
-	ref = blocked + "/e2e/never-absent:v1"
-	_, err = p.pull(ref)
-	if err == nil {
-		t.Errorf("PullImage(%s) succeeded; the registry is blocked", ref)
-	} else {
-		msg := grpcMessage(err)
-		t.Logf("PullImage(%s): %s", ref, msg)
-		if !strings.Contains(msg, `prefix "`+blocked+`"`) || !strings.Contains(msg, p.conf) {
-			t.Errorf("PullImage(%s) error %q does not name the rule (prefix %q in %s)", ref, msg, blocked, p.conf)
+		ref := never + "/e2e/never-present:v1"
+		p.mustPull(ref, present)
+		checkNames(t, "ImageStatus", p.status(ref), []string{ref}, present.Digest)
+
+		ref = never + "/e2e/never-absent:v1"
+		_, err := p.pull(ref)
+		if err == nil {
+			t.Errorf("PullImage(%s) succeeded; the mirror lacks it and the source must never be contacted", ref)
+		} else {
+			msg := grpcMessage(err)
+			t.Logf("PullImage(%s): %s", ref, msg)
+			if !strings.Contains(msg, `"`+never+`"`) || !strings.Contains(strings.ToLower(msg), "blocked") {
+				t.Errorf("PullImage(%s) error %q does not say the source is not contacted because rule prefix %q blocks it", ref, msg, never)
+			}
 		}
-	}
 
-	if n := src.count(func(frontRequest) bool { return true }); n != 0 {
-		t.Errorf("the source registry received %d requests; a blocked source must receive none:\n%s", n, src.dump(20))
-	}
-	m := p.metrics()
-	if n := m.Sum("cri_mirror_pull_attempts_total", map[string]string{"mirror": "source"}); n != 0 {
-		t.Errorf("%v attempts against the source counted\n%s", n, m.Dump("cri_mirror_pull"))
-	}
-	if n := m.Sum("cri_mirror_pulls_total", map[string]string{"registry": blocked, "result": "blocked"}); n != 1 {
-		t.Errorf(`cri_mirror_pulls_total{registry=%q,result="blocked"} = %v, want 1`+"\n%s", blocked, n, m.Dump("cri_mirror_pulls"))
-	}
+		ref = blocked + "/e2e/never-absent:v1"
+		_, err = p.pull(ref)
+		if err == nil {
+			t.Errorf("PullImage(%s) succeeded; the registry is blocked", ref)
+		} else {
+			msg := grpcMessage(err)
+			t.Logf("PullImage(%s): %s", ref, msg)
+			if !strings.Contains(msg, `prefix "`+blocked+`"`) || !strings.Contains(msg, p.conf) {
+				t.Errorf("PullImage(%s) error %q does not name the rule (prefix %q in %s)", ref, msg, blocked, p.conf)
+			}
+		}
 
-	// The zero above is not for want of a route: containerd itself, asked without the proxy,
-	// pulls the source-only image through the same front.
-	ctx, cancel := callCtx()
-	defer cancel()
-	ref = never + "/e2e/never-absent:v1"
-	resp, err := env.ctd.img.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: ref}})
-	if err != nil {
-		t.Fatalf("containerd pulling %s itself: %v; the source route the test relies on does not work\n%s", ref, err, src.dump(20))
-	}
-	if resp.GetImageRef() != absent.ID {
-		t.Errorf("containerd pulling %s itself = %s, want the source's image %s", ref, resp.GetImageRef(), absent.ID)
-	}
-	if n := src.count(func(r frontRequest) bool { return fromRuntime(r.UserAgent) && manifestPath.MatchString(r.Path) }); n == 0 {
-		t.Errorf("the source front saw no manifest request from containerd's own pull\n%s", src.dump(20))
-	}
+		if n := src.count(func(frontRequest) bool { return true }); n != 0 {
+			t.Errorf("the source registry received %d requests; a blocked source must receive none:\n%s", n, src.dump(20))
+		}
+		m := p.metrics()
+		if n := m.Sum("cri_mirror_pull_attempts_total", map[string]string{"mirror": "source"}); n != 0 {
+			t.Errorf("%v attempts against the source counted\n%s", n, m.Dump("cri_mirror_pull"))
+		}
+		if n := m.Sum("cri_mirror_pulls_total", map[string]string{"registry": blocked, "result": "blocked"}); n != 1 {
+			t.Errorf(`cri_mirror_pulls_total{registry=%q,result="blocked"} = %v, want 1`+"\n%s", blocked, n, m.Dump("cri_mirror_pulls"))
+		}
+
+		// The zero above is not for want of a route: the runtime itself, asked without the
+		// proxy, pulls the source-only image through the same front.
+		ctx, cancel := callCtx()
+		defer cancel()
+		ref = never + "/e2e/never-absent:v1"
+		resp, err := rt.img.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: ref}})
+		if err != nil {
+			t.Fatalf("%s pulling %s itself: %v; the source route the test relies on does not work\n%s", rt.name, ref, err, src.dump(20))
+		}
+		if want := rt.sourceAnswer(ref, absent); resp.GetImageRef() != want {
+			t.Errorf("%s pulling %s itself = %s, want the source's image %s", rt.name, ref, resp.GetImageRef(), want)
+		}
+		if n := src.count(func(r frontRequest) bool { return rt.fromRuntime(r.UserAgent) && manifestPath.MatchString(r.Path) }); n == 0 {
+			t.Errorf("the source front saw no manifest request from %s's own pull\n%s", rt.name, src.dump(20))
+		}
+	})
 }
 
 // TestSocketAndListeners (item 11): the CRI socket is 0660 by default and takes --listen-mode;

@@ -2,8 +2,10 @@ package testenv
 
 import (
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -46,20 +48,7 @@ func WriteCRIO(dir, pinns string, hosts map[string]string, closed string) (CRIO,
 			return c, err
 		}
 	}
-	var reg strings.Builder
-	reg.WriteString("# written by the tests: every host reached on loopback, no mirrors\n")
-	write := func(prefix, location string) {
-		fmt.Fprintf(&reg, "\n[[registry]]\nprefix = %q\nlocation = %q\ninsecure = true\n", prefix, location)
-	}
-	for host, addr := range hosts {
-		write(host, addr)
-	}
-	for _, host := range PublicHosts {
-		if _, ok := hosts[host]; !ok {
-			write(host, closed)
-		}
-	}
-	if err := os.WriteFile(c.Registries, []byte(reg.String()), 0o644); err != nil {
+	if err := c.WriteRegistries(hosts, closed); err != nil {
 		return c, err
 	}
 	policy := filepath.Join(dir, "policy.json")
@@ -119,4 +108,24 @@ enable_nri = false
 		policy,
 		p("cni"))
 	return c, os.WriteFile(c.Config, []byte(cfg), 0o644)
+}
+
+// WriteRegistries (re)writes CRI-O's registries.conf: each host of hosts (a registry
+// host[:port]) at its address (host[:port], plain HTTP), and each of PublicHosts not in hosts
+// at closed. A running CRI-O reads it again on SIGHUP.
+func (c CRIO) WriteRegistries(hosts map[string]string, closed string) error {
+	var reg strings.Builder
+	reg.WriteString("# written by the tests: every host reached on loopback, no mirrors\n")
+	write := func(prefix, location string) {
+		fmt.Fprintf(&reg, "\n[[registry]]\nprefix = %q\nlocation = %q\ninsecure = true\n", prefix, location)
+	}
+	for _, host := range slices.Sorted(maps.Keys(hosts)) {
+		write(host, hosts[host])
+	}
+	for _, host := range PublicHosts {
+		if _, ok := hosts[host]; !ok {
+			write(host, closed)
+		}
+	}
+	return os.WriteFile(c.Registries, []byte(reg.String()), 0o644)
 }

@@ -218,10 +218,11 @@ cmp_log "critest -ginkgo.focus='$CRITEST_FOCUS' -ginkgo.skip='$CRITEST_SKIP' aga
 # would wait for a command in the foreground to end), so an interrupted run stops critest and
 # cleans up at once. The output is followed live.
 set +e
+: >"$CMP_DIR/critest.out" # before tail looks for it
 timeout --kill-after=30 "$CRITEST_TIMEOUT" critest \
   -runtime-endpoint "unix://$endpoint" -image-endpoint "unix://$endpoint" \
   -ginkgo.focus="$CRITEST_FOCUS" -ginkgo.skip="$CRITEST_SKIP" \
-  -ginkgo.no-color -ginkgo.v >"$CMP_DIR/critest.out" 2>&1 &
+  -ginkgo.no-color -ginkgo.v >>"$CMP_DIR/critest.out" 2>&1 &
 critest_pid=$!
 tail -n +1 -f --pid="$critest_pid" "$CMP_DIR/critest.out" &
 tail_pid=$!

@@ -85,7 +85,7 @@ CRITEST_RUNTIME_SPECS=62
 case $CRITEST_SUITE in
   image)
     # "Image Consistency" (pull/list/remove ordering, concurrent removal) needs no containers;
-    # "Image Identifier Consistency" starts a pod and is out of scope here.
+    # "Image Identifier Consistency" starts a pod: the runtime suite runs it.
     default_focus='Image Manager|Image Consistency'
     # Skipped: "public image with digest should be pulled and removed" pulls
     # gcr.io/k8s-staging-cri-tools/test-image-digest@sha256:9700f9a2... and asserts exactly

@@ -120,10 +120,15 @@ func eachRuntime(t *testing.T, test func(t *testing.T, rt *criRuntime)) {
 
 // id is the image id the runtime reports for a pushed image.
 func (rt *criRuntime) id(p pushedImage) string {
+	return rt.idForm(p.ID)
+}
+
+// idForm is image id (sha256:<hex>) as the runtime reports it.
+func (rt *criRuntime) idForm(id string) string {
 	if rt.bareIDs {
-		return store.IDKey(p.ID)
+		return store.IDKey(id)
 	}
-	return p.ID
+	return id
 }
 
 // sourceAnswer is what PullImage of ref answers when the source registry serves want.

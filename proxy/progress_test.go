@@ -60,7 +60,16 @@ func TestStalledMirrorPullMovesOn(t *testing.T) {
 			h.rt.Stall("mirror-a.test/hub/library/app:1")
 			h.rt.Publish("mirror-b.test/library/app:1", "app")
 
-			c, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+			// A stalled pull returns when the watcher gives up on the mirror: its
+			// deadline only bounds the test, and is long so that a loaded machine
+			// (the race detector, parallel packages) cannot end it first. A pull
+			// that is not stalled runs until its deadline, which must outlast
+			// several stall windows.
+			deadline := 1500 * time.Millisecond
+			if tc.stalled {
+				deadline = 30 * time.Second
+			}
+			c, cancel := context.WithTimeout(context.Background(), deadline)
 			defer cancel()
 			_, err := h.images.PullImage(c, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "app:1"}})
 			timeouts := testutil.ToFloat64(h.metrics.Attempts.WithLabelValues("docker.io", "mirror-a.test/hub", metrics.ResultTimeout))

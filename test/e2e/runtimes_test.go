@@ -46,6 +46,10 @@ type criRuntime struct {
 	pullLine *regexp.Regexp
 	// filtersList: ListImages honours its filter (CRI-O); containerd answers every image.
 	filtersList bool
+	// reportsProgress: the runtime shows a pull's downloads (containerd's content service),
+	// which the proxy reads to abandon a stalled mirror attempt; CRI-O answers it with
+	// Unimplemented.
+	reportsProgress bool
 	// checksTagManifest: a manifest pulled by tag is checked against the digest the
 	// registry announces (containerd); CRI-O takes the bytes it gets.
 	checksTagManifest bool
@@ -73,7 +77,7 @@ var (
 
 func newContainerdRuntime(c *containerd) *criRuntime {
 	return &criRuntime{name: "containerd", runtimeName: "containerd", userAgent: "containerd", sock: c.sock, img: c.img, logPath: c.proc.logPath,
-		certsDir: testenv.ContainerdAt(c.dir).Certs, pullLine: containerdPullLine, checksTagManifest: true, credsToRelocatedHost: true,
+		certsDir: testenv.ContainerdAt(c.dir).Certs, pullLine: containerdPullLine, checksTagManifest: true, credsToRelocatedHost: true, reportsProgress: true,
 		another: func(dir string) (*criRuntime, func(), error) {
 			c, err := startContainerd(dir, env.ctdHosts, env.closedURL())
 			if err != nil {

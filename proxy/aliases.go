@@ -84,7 +84,9 @@ func (s *Server) lookupDigest(ctx context.Context, repo, digest string) (store.A
 // names the proxy created on mirrors are replaced by the names the caller
 // asked for (a mirror name that was itself asked for stays, see
 // keepOwnName). Images without aliases are left untouched (the common case,
-// one map lookup).
+// one map lookup). An image has one alias or a few: they are searched in
+// place rather than indexed in maps, which would cost more to build than
+// the searches do.
 func (s *Server) translate(img *runtimeapi.Image) {
 	if img == nil {
 		return
@@ -93,20 +95,12 @@ func (s *Server) translate(img *runtimeapi.Image) {
 	if len(aliases) == 0 {
 		return
 	}
-	mirrorTags := make(map[string]bool, len(aliases))
-	repos := make(map[string][]string, len(aliases)) // mirror repository → original repositories
-	for _, a := range aliases {
-		mirrorTags[a.Mirror] = true
-		mr, or := repoOf(a.Mirror), repoOf(a.Name)
-		if !slices.Contains(repos[mr], or) {
-			repos[mr] = append(repos[mr], or)
-		}
-	}
-
-	var tags, digests []string
+	tags := make([]string, 0, len(img.RepoTags)+len(aliases))
+	digests := make([]string, 0, len(img.RepoDigests)+len(aliases))
 	for _, t := range img.RepoTags {
 		// A mirror name stays when a client asked for it by itself.
-		if !mirrorTags[t] || s.aliases.Kept(t, img.GetId()) {
+		mirrored := slices.ContainsFunc(aliases, func(a store.Alias) bool { return a.Mirror == t })
+		if !mirrored || s.aliases.Kept(t, img.GetId()) {
 			tags = appendNew(tags, t)
 		}
 	}
@@ -119,13 +113,16 @@ func (s *Server) translate(img *runtimeapi.Image) {
 	}
 	for _, d := range img.RepoDigests {
 		repo, digest, ok := strings.Cut(d, "@")
-		origs, mirrored := repos[repo]
-		if !ok || !mirrored {
-			digests = appendNew(digests, d)
-			continue
+		mirrored := false
+		for _, a := range aliases {
+			if ok && repoOf(a.Mirror) == repo {
+				// The digest under each original repository of the mirror's.
+				mirrored = true
+				digests = appendNew(digests, repoOf(a.Name)+"@"+digest)
+			}
 		}
-		for _, or := range origs {
-			digests = appendNew(digests, or+"@"+digest)
+		if !mirrored {
+			digests = appendNew(digests, d)
 		}
 	}
 	img.RepoTags, img.RepoDigests = tags, digests

@@ -133,7 +133,8 @@ func (l *listings) translate(b []byte, s *Server) ([]byte, int, error) {
 // translateListing returns the listing b with every aliased image
 // translated, and how many there are; nil if there are none.
 func translateListing(b []byte, s *Server) ([]byte, int, error) {
-	var out []byte // nil until the first aliased image
+	var out []byte     // nil until the first aliased image
+	var scratch []byte // one translated image at a time
 	aliased := 0
 	for rest := b; len(rest) > 0; {
 		at := len(b) - len(rest)
@@ -158,22 +159,85 @@ func translateListing(b []byte, s *Server) ([]byte, int, error) {
 			continue
 		}
 		aliased++
-		var im runtimeapi.Image
-		if err := proto.Unmarshal(img, &im); err != nil {
-			return nil, 0, errBadListing
+		var err error
+		if scratch, err = s.translateImage(scratch[:0], img); err != nil {
+			return nil, 0, err
 		}
-		s.translate(&im)
 		if out == nil {
 			out = make([]byte, at, len(b)+len(b)/4)
 			copy(out, b[:at])
 		}
 		out = protowire.AppendTag(out, 1, protowire.BytesType)
-		var err error
-		if out, err = (proto.MarshalOptions{UseCachedSize: true}).MarshalAppend(protowire.AppendVarint(out, uint64(proto.Size(&im))), &im); err != nil {
-			return nil, 0, err
-		}
+		out = protowire.AppendBytes(out, scratch)
 	}
 	return out, aliased, nil
+}
+
+// Fields of runtimeapi.Image that translation reads or rewrites.
+const (
+	imageID          protowire.Number = 1
+	imageRepoTags    protowire.Number = 2
+	imageRepoDigests protowire.Number = 3
+)
+
+// translateImage appends to dst the undecoded Image img translated (see
+// translate) without decoding the rest of it: only its id, repo_tags and
+// repo_digests are read; the new names take the place of the old ones, and
+// every other field is copied as it came.
+func (s *Server) translateImage(dst, img []byte) ([]byte, error) {
+	var names runtimeapi.Image
+	for b := img; len(b) > 0; {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return nil, errBadListing
+		}
+		m := protowire.ConsumeFieldValue(num, typ, b[n:])
+		if m < 0 {
+			return nil, errBadListing
+		}
+		if typ == protowire.BytesType {
+			v, _ := protowire.ConsumeBytes(b[n : n+m])
+			switch num {
+			case imageID:
+				names.Id = string(v)
+			case imageRepoTags:
+				names.RepoTags = append(names.RepoTags, string(v))
+			case imageRepoDigests:
+				names.RepoDigests = append(names.RepoDigests, string(v))
+			}
+		}
+		b = b[n+m:]
+	}
+	s.translate(&names)
+
+	out := dst
+	written := false
+	writeNames := func() {
+		for _, t := range names.RepoTags {
+			out = protowire.AppendString(protowire.AppendTag(out, imageRepoTags, protowire.BytesType), t)
+		}
+		for _, d := range names.RepoDigests {
+			out = protowire.AppendString(protowire.AppendTag(out, imageRepoDigests, protowire.BytesType), d)
+		}
+		written = true
+	}
+	for b := img; len(b) > 0; {
+		num, typ, n := protowire.ConsumeTag(b)
+		m := protowire.ConsumeFieldValue(num, typ, b[n:]) // parsed above
+		field := b[:n+m]
+		b = b[n+m:]
+		if typ == protowire.BytesType && (num == imageRepoTags || num == imageRepoDigests) {
+			continue
+		}
+		if !written && num > imageRepoDigests {
+			writeNames()
+		}
+		out = append(out, field...)
+	}
+	if !written {
+		writeNames()
+	}
+	return out, nil
 }
 
 // key returns the key of the listing b; ok is false if b is not a

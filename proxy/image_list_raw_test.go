@@ -106,6 +106,11 @@ func randomListing(r *rand.Rand, n int) *runtimeapi.ListImagesResponse {
 		if r.IntN(4) == 0 {
 			img.ProtoReflect().SetUnknown(protowire.AppendVarint(protowire.AppendTag(nil, 99, protowire.VarintType), uint64(i)))
 		}
+		if r.IntN(2) == 0 {
+			img.Spec = &runtimeapi.ImageSpec{Image: img.Id, Annotations: map[string]string{"a": fmt.Sprint(i)}}
+			img.Username = "user"
+			img.Uid = &runtimeapi.Int64Value{Value: int64(i)}
+		}
 		resp.Images = append(resp.Images, img)
 	}
 	return resp

@@ -120,12 +120,7 @@ func (c *statuses) translate(img []byte, s *Server) ([]byte, error) {
 	if ok {
 		return t, nil
 	}
-	var im runtimeapi.Image
-	if err := proto.Unmarshal(img, &im); err != nil {
-		return nil, err
-	}
-	s.translate(&im)
-	t, err := proto.Marshal(&im)
+	t, err := s.translateImage(nil, img)
 	if err != nil {
 		return nil, err
 	}

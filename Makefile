@@ -65,10 +65,12 @@ bench: tools ## benchmark harness on real containerd + registry: ratios vs a ref
 gobench: ## Go micro-benchmarks (store, resolver, proxy)
 	$(GO) test -tags '$(TAGS)' -run '^$$' -bench . -benchmem ./store/ ./resolver/ ./proxy/
 
-lint: ## gofmt, go vet, staticcheck
+lint: ## gofmt, go vet, staticcheck (the e2e suite with its build tags too)
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet -tags '$(TAGS)' ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 -tags '$(TAGS)' ./...
+	$(GO) vet -tags 'e2e soak $(TAGS)' ./test/e2e/
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 -tags 'e2e soak $(TAGS)' ./test/e2e/
 
 tools: ## install containerd, runc, docker-registry, conmon (apt) and crane, crictl, critest, crio (go)
 	bash test/tools.sh

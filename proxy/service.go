@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -122,16 +123,18 @@ func New(conn grpc.ClientConnInterface, r Resolver, aliases AliasStore, opts ...
 // NewGRPCServer returns a gRPC server serving the ImageService and the
 // RuntimeService calls that report container images, relaying every other
 // method (the rest of the RuntimeService) to the runtime, with the codec the
-// undecoded paths need, kubelet's message size limits, and the grpc_server_*
-// metrics of every method (WithMetrics) initialised. Calls to methods CRI
-// does not define are still relayed, but counted under one UnknownMethod so
-// that no client can grow the metrics without bound. opts add to these.
+// undecoded paths need, kubelet's message size limits, a few stream workers
+// (streamWorkers), and the grpc_server_* metrics of every method
+// (WithMetrics) initialised. Calls to methods CRI does not define are still
+// relayed, but counted under one UnknownMethod so that no client can grow
+// the metrics without bound. opts add to these.
 func (s *Server) NewGRPCServer(opts ...grpc.ServerOption) *grpc.Server {
 	gs := grpc.NewServer(append([]grpc.ServerOption{
 		grpc.ForceServerCodecV2(rawCodec()),
 		grpc.UnknownServiceHandler(s.relay),
 		grpc.MaxRecvMsgSize(MaxMsgSize),
 		grpc.MaxSendMsgSize(MaxMsgSize),
+		grpc.NumStreamWorkers(streamWorkers()),
 		grpc.ChainUnaryInterceptor(s.unaryInterceptor()),
 		grpc.ChainStreamInterceptor(boundedStream(s.metrics.GRPC.StreamServerInterceptor())),
 	}, opts...)...)
@@ -140,6 +143,13 @@ func (s *Server) NewGRPCServer(opts ...grpc.ServerOption) *grpc.Server {
 	s.metrics.GRPC.InitializeMetrics(gs)
 	return gs
 }
+
+// streamWorkers is how many goroutines serve calls, each call after
+// another: a new goroutine per call (gRPC's default) starts with a small
+// stack and grows it, by copying, on every call that goes as deep as the
+// proxy's handlers do. Calls past the workers, while all are busy (a long
+// pull, a relayed stream), get a goroutine of their own as before.
+func streamWorkers() uint32 { return uint32(max(4, 2*runtime.GOMAXPROCS(0))) }
 
 // unaryInterceptor runs around every unary call NewGRPCServer serves: the
 // grpc_server_* metrics, under a bounded method name.

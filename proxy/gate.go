@@ -3,10 +3,13 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/cri-mirror-proxy/cri-mirror-proxy/metrics"
 	"github.com/cri-mirror-proxy/cri-mirror-proxy/resolver"
@@ -31,7 +34,11 @@ type mirrorGate struct {
 	prober  prober        // nil: no probe
 	overlap time.Duration // see WithProbeOverlap
 	delay   time.Duration // see probeDelay
-	metrics *metrics.Metrics
+	// patience is how long a mirror found slow may take to answer a
+	// manifest request while the runtime pulls from it (the stall window;
+	// 0: no limit). See awaitAnswer.
+	patience time.Duration
+	metrics  *metrics.Metrics
 
 	mu       sync.Mutex
 	inFlight map[string]int // probes running per mirror, at most maxProbesPerMirror
@@ -105,12 +112,59 @@ func (g *mirrorGate) before(ctx context.Context, res *resolver.Resolution, c res
 		// reasons: the outcome of that pull overrides this in record.
 		g.recent.heard(c.Location)
 	}
-	a := pull(ctx)
-	a.probeMode = metrics.ProbeBefore
-	if v.found == probeSlow {
-		a.probe = v.found.String()
+	if v.found != probeSlow {
+		a := pull(ctx)
+		a.probeMode = metrics.ProbeBefore
+		return a
+	}
+	a := g.pullAwaitingAnswer(ctx, res, c, pull)
+	a.probeMode, a.probe = metrics.ProbeBefore, v.found.String()
+	return a
+}
+
+// pullAwaitingAnswer asks the runtime to pull from a mirror the probe found
+// slow (connected, no answer in time) while awaitAnswer waits for that
+// answer, and turns a pull it stopped into a timeout of the mirror.
+func (g *mirrorGate) pullAwaitingAnswer(ctx context.Context, res *resolver.Resolution, c resolver.Candidate, pull pullFunc) attempt {
+	pullCtx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	waited := make(chan struct{})
+	go func() {
+		defer close(waited)
+		g.awaitAnswer(pullCtx, res, c, stop)
+	}()
+	a := pull(pullCtx)
+	stop(nil)
+	<-waited
+	if cause := context.Cause(pullCtx); a.err != nil && ctx.Err() == nil && errors.Is(cause, errStalled) {
+		a = stalledAttempt(a, cause)
 	}
 	return a
+}
+
+// awaitAnswer asks a mirror the probe found slow for the manifest again,
+// waiting up to the stall window, and stops the runtime's pull (stop with
+// errStalled) when no answer comes in that time. A pull-through cache
+// fetching a cold repository answers within seconds; a mirror that accepts
+// connections and never answers would otherwise hold the pull until the
+// caller's deadline wherever the runtime reports no download progress
+// (CRI-O; see watchProgress), and kubelet sets no deadline on pulls. Any
+// answer, or the pull ending first, leaves the pull alone. The request is
+// the slow verdict's continuation, already counted, so it is not counted as
+// a probe of its own.
+func (g *mirrorGate) awaitAnswer(ctx context.Context, res *resolver.Resolution, c resolver.Candidate, stop context.CancelCauseFunc) {
+	pp, ok := g.prober.(patientProber)
+	if !ok || g.patience <= 0 || !g.takeProbeSlot(c.Location) {
+		return
+	}
+	defer g.releaseProbeSlot(c.Location)
+	found, _ := pp.probeWithin(ctx, res, c, g.patience)
+	if ctx.Err() != nil {
+		return
+	}
+	if found == probeSlow || found == probeUnreachable {
+		stop(fmt.Errorf("%w: the mirror answered no manifest request in %s", errStalled, g.patience))
+	}
 }
 
 // errProbeVeto stops a runtime pull the probe found pointless.
@@ -140,15 +194,32 @@ func (g *mirrorGate) alongside(ctx context.Context, res *resolver.Resolution, c 
 			veto(errProbeVeto)
 		}
 		verdicts <- v
+		if v.found == probeSlow {
+			g.awaitAnswer(probeCtx, res, c, veto)
+		}
 	}()
 	a := pull(pullCtx)
 	stopProbe()
 	v := <-verdicts
 	a.probeMode = metrics.ProbeAlongside
-	if a.err != nil && ctx.Err() == nil && errors.Is(context.Cause(pullCtx), errProbeVeto) {
-		a, _ = v.skip()
-		a.why += " (the runtime's pull was stopped)"
+	if a.err != nil && ctx.Err() == nil {
+		switch cause := context.Cause(pullCtx); {
+		case errors.Is(cause, errProbeVeto):
+			a, _ = v.skip()
+			a.why += " (the runtime's pull was stopped)"
+		case errors.Is(cause, errStalled):
+			a = stalledAttempt(a, cause)
+		}
 	}
+	return a
+}
+
+// stalledAttempt turns a pull stopped for want of an answer into a timeout
+// of the mirror.
+func stalledAttempt(a attempt, cause error) attempt {
+	a.result, a.reason = metrics.ResultTimeout, metrics.ReasonTimeout
+	a.err = status.Error(codes.DeadlineExceeded, cause.Error())
+	a.why = cause.Error()
 	return a
 }
 

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -136,5 +137,96 @@ func TestProbesPerMirrorAreBounded(t *testing.T) {
 	}
 	if m := most.Load(); m != maxProbesPerMirror {
 		t.Errorf("most probes at once = %d, want %d", m, maxProbesPerMirror)
+	}
+}
+
+// patientDouble is a prober double for mirror-a.test, which accepts
+// connections: its probe is slow, and its longer wait (probeWithin) answers
+// answer, or says slow once the wait is over. Other mirrors have the image.
+type patientDouble struct {
+	answer probeResult // probeSlow: never answers
+	waits  atomic.Int32
+}
+
+func (p *patientDouble) Probe(_ context.Context, _ *resolver.Resolution, c resolver.Candidate) (probeResult, error) {
+	if c.Location != "mirror-a.test/hub" {
+		return probePresent, nil
+	}
+	return probeSlow, nil
+}
+
+func (p *patientDouble) probeWithin(ctx context.Context, _ *resolver.Resolution, c resolver.Candidate, timeout time.Duration) (probeResult, error) {
+	if c.Location != "mirror-a.test/hub" {
+		return probePresent, nil
+	}
+	p.waits.Add(1)
+	if p.answer != probeSlow {
+		return p.answer, nil
+	}
+	select {
+	case <-time.After(timeout):
+	case <-ctx.Done():
+	}
+	return probeSlow, nil
+}
+
+// TestSlowMirrorMustAnswerWithinTheStallWindow: in front of a runtime that
+// reports no download progress (CRI-O), a mirror whose probe connected and
+// got no answer is pulled from, and given up for the next candidate when it
+// still answers no manifest request within the stall window, before the
+// pull or alongside it; a slow mirror that does answer keeps its pull.
+func TestSlowMirrorMustAnswerWithinTheStallWindow(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		overlap time.Duration // 0: probe before the pull; else the mirror was heard from and is probed alongside
+		answer  probeResult
+		stalled bool
+	}{
+		{"before the pull, never answers", 0, probeSlow, true},
+		{"alongside the pull, never answers", time.Hour, probeSlow, true},
+		{"before the pull, answers late", 0, probePresent, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			prober := &patientDouble{answer: tc.answer}
+			h := newHarness(t, WithStallTimeout(300*time.Millisecond), WithProbeOverlap(tc.overlap), withProbeDelay(0), withProber(prober))
+			h.srv.progress = &scriptedMeter{err: status.Error(codes.Unimplemented, "unknown service")}
+			if tc.overlap > 0 {
+				h.srv.gate.recent.heard("mirror-a.test/hub")
+			}
+			h.rt.Stall("mirror-a.test/hub/library/app:1")
+			h.rt.Publish("mirror-b.test/library/app:1", "app")
+
+			// A stalled pull returns when the mirror is given up; a pull that is
+			// not ends at this deadline, several stall windows away.
+			deadline := 2 * time.Second
+			if tc.stalled {
+				deadline = 30 * time.Second
+			}
+			c, cancel := context.WithTimeout(context.Background(), deadline)
+			defer cancel()
+			_, err := h.images.PullImage(c, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "app:1"}})
+			timeouts := testutil.ToFloat64(h.metrics.Attempts.WithLabelValues("docker.io", "mirror-a.test/hub", metrics.ResultTimeout))
+			if prober.waits.Load() != 1 {
+				t.Errorf("waits for an answer = %d, want 1", prober.waits.Load())
+			}
+			if !tc.stalled {
+				if status.Code(err) != codes.DeadlineExceeded || timeouts != 0 {
+					t.Fatalf("pull = %v, timeouts = %v: a slow mirror that answered keeps its pull until the caller's deadline", err, timeouts)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("pull: %v: the silent mirror should have been left for the next one", err)
+			}
+			if want := []string{"mirror-a.test/hub/library/app:1", "mirror-b.test/library/app:1"}; !slices.Equal(h.rt.PulledRefs(), want) {
+				t.Errorf("runtime pulls = %q, want %q", h.rt.PulledRefs(), want)
+			}
+			if timeouts != 1 {
+				t.Errorf("timeout attempts of the silent mirror = %v, want 1", timeouts)
+			}
+			if h.srv.gate.breaker.allow("mirror-a.test/hub") {
+				t.Error("a silent mirror must be held back")
+			}
+		})
 	}
 }

@@ -33,7 +33,7 @@ const (
 	// probeSlow: a connection was made but no answer came in time. A
 	// pull-through cache fetching a cold repository upstream looks like
 	// this: not proof of a dead mirror, so the runtime decides, bounded by
-	// the stall window.
+	// the stall window (see mirrorGate.awaitAnswer and watchProgress).
 	probeSlow
 )
 
@@ -45,6 +45,12 @@ func (r probeResult) String() string {
 // pull it. res is the resolution c came from.
 type prober interface {
 	Probe(ctx context.Context, res *resolver.Resolution, c resolver.Candidate) (probeResult, error)
+}
+
+// patientProber is a prober that can also wait longer than its probe
+// timeout for an answer (see mirrorGate.awaitAnswer).
+type patientProber interface {
+	probeWithin(ctx context.Context, res *resolver.Resolution, c resolver.Candidate, timeout time.Duration) (probeResult, error)
 }
 
 // DefaultProbeOverlap is how long after a mirror's last hit its probe runs
@@ -77,6 +83,12 @@ func newManifestProbe(timeout time.Duration, authFile, userAgent string) *manife
 
 // Probe implements prober.
 func (p *manifestProbe) Probe(ctx context.Context, res *resolver.Resolution, c resolver.Candidate) (probeResult, error) {
+	return p.probeWithin(ctx, res, c, p.timeout)
+}
+
+// probeWithin implements patientProber: a probe bounded by timeout instead
+// of the probe timeout.
+func (p *manifestProbe) probeWithin(ctx context.Context, res *resolver.Resolution, c resolver.Candidate, timeout time.Duration) (probeResult, error) {
 	ref, err := docker.NewReference(c.Ref)
 	if err != nil {
 		return probeInconclusive, err
@@ -90,7 +102,7 @@ func (p *manifestProbe) Probe(ctx context.Context, res *resolver.Resolution, c r
 	if c.Insecure {
 		sys.DockerInsecureSkipTLSVerify = types.OptionalBoolTrue
 	}
-	ctx, cancel := context.WithTimeout(ctx, p.timeout)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var connected atomic.Bool
 	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{

@@ -116,7 +116,7 @@ func (s *Server) watchProgress(ctx context.Context, cancel context.CancelCauseFu
 				moved, inFlight, err := s.progress.ingested(ctx)
 				if status.Code(err) == codes.Unimplemented {
 					s.progressOnce.Do(func() {
-						s.log.Info("the runtime does not report pull progress: mirror pulls are bounded by --attempt-timeout only")
+						s.log.Info("the runtime does not report pull progress: a mirror pull is bounded by --attempt-timeout, and by the stall window for an answer when its probe found it slow")
 					})
 					return
 				}

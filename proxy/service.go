@@ -114,6 +114,8 @@ func New(conn grpc.ClientConnInterface, r Resolver, aliases AliasStore, opts ...
 		overlap: s.probeOverlap,
 		delay:   s.probeDelay,
 		metrics: s.metrics,
+
+		patience: s.stallTimeout,
 	}
 	s.gate.breaker = newBreaker(s.cooldown, time.Now, s.gate.healthChanged(s.log))
 	s.flights.m = map[string]*flight{}

@@ -5,6 +5,7 @@ package e2e
 import (
 	"fmt"
 	"net/http"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -44,15 +45,18 @@ func TestMirrorHealth(t *testing.T) {
 			rt.allowHost(t, f.host, "http://"+f.host)
 			return f, &hole
 		}
+		// A mirror that connects and never answers is given up after the stall window on
+		// either runtime: for want of download progress (containerd), or of an answer to the
+		// proxy's manifest request (both).
 		args := []string{"--probe-timeout", "1s", "--mirror-cooldown", "10m", "--stall-timeout", "3s"}
-		abandoned := "stalled" // what the log says of an attempt given up for want of progress
-		if !rt.reportsProgress {
-			// CRI-O reports no download progress: only the attempt timeout bounds a mirror
-			// attempt there.
-			args = append(args, "--attempt-timeout", "5s")
-			abandoned = "timed out"
-		}
 		probeArgs := proxyOpts{runtime: rt, args: args}
+		// A mirror that answers and then trickles its blobs: CRI-O reports no download
+		// progress, so only the attempt timeout bounds that attempt there.
+		trickleArgs, trickleAbandoned := probeArgs, "stalled"
+		if !rt.reportsProgress {
+			trickleArgs.args = append(slices.Clone(args), "--attempt-timeout", "5s")
+			trickleAbandoned = "timed out"
+		}
 
 		t.Run("black-holed", func(t *testing.T) {
 			front, hole := holeFront(t)
@@ -64,7 +68,7 @@ func TestMirrorHealth(t *testing.T) {
 			p.t = t
 			pullFromGood(t, p, "e2e/health-hole", 1)
 			// The probe connects and gets no answer: a slow mirror, maybe, so the runtime is sent
-			// there; it downloads nothing for the stall window and the attempt is abandoned.
+			// there; the mirror answers nothing for the stall window and the attempt is abandoned.
 			m := p.metrics()
 			if n := m.Sum("cri_mirror_probes_total", map[string]string{"mirror": bad, "result": "slow"}); n != 1 {
 				t.Errorf("slow probes of the black hole = %v, want 1\n%s", n, m.Dump("cri_mirror_probes"))
@@ -78,8 +82,8 @@ func TestMirrorHealth(t *testing.T) {
 			if n := m.Sum(healthy, map[string]string{"mirror": bad}); n != 0 {
 				t.Errorf("%s{mirror=%q} = %v, want 0", healthy, bad, n)
 			}
-			if !hasLogLine(readFile(p.logPath()), "result=timeout", abandoned) {
-				t.Errorf("no log line saying the attempt %s", abandoned)
+			if !hasLogLine(readFile(p.logPath()), "result=timeout", "stalled") {
+				t.Errorf("no log line saying the attempt stalled")
 			}
 			seen := len(front.requests())
 			pullFromGood(t, p, "e2e/health-hole/next", 5)
@@ -156,8 +160,8 @@ func TestMirrorHealth(t *testing.T) {
 			before := len(front.requests())
 			p.mustPull(sourceHost+"/"+repo+"/b:v1", want)
 			m := p.metrics()
-			// The alongside probe finds the mirror slow, not dead, and lets the pull go on; the pull
-			// downloads nothing for the stall window and is abandoned.
+			// The alongside probe finds the mirror slow, not dead, and lets the pull go on; the
+			// mirror answers nothing for the stall window and the pull is abandoned.
 			for result, n := range map[string]float64{"success": 1, "timeout": 1, "unreachable": 0, "canceled": 0, "error": 0} {
 				if got := m.Sum(attempts, map[string]string{"mirror": flaky, "result": result}); got != n {
 					t.Errorf("%s attempts on the mirror = %v, want %v\n%s", result, got, n, m.Dump("cri_mirror_pull_attempts"))
@@ -230,7 +234,7 @@ func TestMirrorHealth(t *testing.T) {
 			trickle := f.host + "/m1/" + repo
 			p := startProxyWith(t, registriesConf(rule{prefix: sourceHost + "/" + repo, mirrors: []mirror{
 				{location: trickle}, {location: env.mirrorLoc("m2") + "/" + repo},
-			}}), probeArgs)
+			}}), trickleArgs)
 			p.t = t
 			img := mustPushRandom(t, env.mirror.host+"/m1/"+repo+"/a:v1", env.mirror.host+"/m2/"+repo+"/a:v1")
 			start := time.Now()
@@ -241,6 +245,9 @@ func TestMirrorHealth(t *testing.T) {
 			}
 			if n := f.count(func(r frontRequest) bool { return rt.fromRuntime(r.UserAgent) && blobPath.MatchString(r.Path) }); n == 0 {
 				t.Errorf("%s fetched no blob from the trickling mirror\n%s", rt.name, f.dump(20))
+			}
+			if !hasLogLine(readFile(p.logPath()), "result=timeout", trickleAbandoned) {
+				t.Errorf("no log line saying the attempt %s", trickleAbandoned)
 			}
 			t.Logf("served by the next mirror after %s", time.Since(start).Round(100*time.Millisecond))
 		})

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -30,7 +31,8 @@ const (
 	nameTagChanges          = "cri_mirror_tag_changes_total"
 )
 
-// grpcNames are the families GRPCServer exports.
+// grpcNames are the families grpcprom.ServerMetrics exports with the
+// handling-time histogram enabled.
 var grpcNames = []string{
 	"grpc_server_started_total",
 	"grpc_server_handled_total",
@@ -105,7 +107,7 @@ type Metrics struct {
 	// chain GRPC.UnaryServerInterceptor() and GRPC.StreamServerInterceptor()
 	// into the server, then GRPC.InitializeMetrics(srv) once services are
 	// registered so every method reports zeros before its first call.
-	GRPC *GRPCServer
+	GRPC *grpcprom.ServerMetrics
 
 	// rulesMu orders SetRules with SetMirrorHealthy, so that a breaker
 	// change is not overwritten by a reload's initial value.
@@ -184,7 +186,9 @@ func New() *Metrics {
 			Name: nameRuntimeUp,
 			Help: "1 if the container runtime's image service answered the last check, else 0.",
 		}),
-		GRPC: newGRPCServer(grpcBuckets),
+		GRPC: grpcprom.NewServerMetrics(
+			grpcprom.WithServerHandlingTimeHistogram(grpcprom.WithHistogramBuckets(grpcBuckets)),
+		),
 	}
 	// Both results exist from the start so that an alert on
 	// increase(...{result="failure"}[1h]) sees a zero, not an absent series.

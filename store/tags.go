@@ -40,13 +40,21 @@ func (s *Store) TagCount() int {
 	return len(s.ix.tags)
 }
 
+// tagSeenRefresh is how old a record's Seen may get before the same digest
+// seen again is written: a pull of an unchanged tag then costs no write
+// (a bbolt commit is an fsync, milliseconds), and eviction by Seen is still
+// exact to within this.
+const tagSeenRefresh = time.Hour
+
 // PutTag records digest as the one seen for tag reference name now, and
-// evicts the least recently seen record when the bound is reached.
+// evicts the least recently seen record when the bound is reached. The same
+// digest seen again within tagSeenRefresh is not written.
 func (s *Store) PutTag(name, digest string) error {
 	if name == "" || digest == "" {
 		return fmt.Errorf("tag record %q without a digest", name)
 	}
-	rec := TagRecord{Digest: digest, Seen: time.Now().UTC()}
+	now := time.Now().UTC()
+	rec := TagRecord{Digest: digest, Seen: now}
 	v, err := json.Marshal(rec)
 	if err != nil {
 		return err
@@ -55,6 +63,9 @@ func (s *Store) PutTag(name, digest string) error {
 	defer s.wmu.Unlock()
 	if s.closed {
 		return ErrClosed
+	}
+	if old, ok := s.Tag(name); ok && old.Digest == digest && now.Sub(old.Seen) < tagSeenRefresh {
+		return nil
 	}
 	var evict string
 	if _, ok := s.ix.tags[name]; !ok && len(s.ix.tags) >= s.maxTags {

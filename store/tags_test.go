@@ -78,3 +78,31 @@ func TestTagRecordsBounded(t *testing.T) {
 		t.Error("the evicted record b is back after reopen: it was not deleted on disk")
 	}
 }
+
+// TestTagRecordSameDigestNotRewritten: a tag seen again with the digest it
+// has is not written again within tagSeenRefresh (each write is a commit,
+// an fsync on the pull path); another digest is.
+func TestTagRecordSameDigestNotRewritten(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "aliases.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	const name = "source.test/app:v1"
+	if err := s.PutTag(name, "sha256:aaaa"); err != nil {
+		t.Fatal(err)
+	}
+	first, _ := s.Tag(name)
+	if err := s.PutTag(name, "sha256:aaaa"); err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := s.Tag(name); !again.Seen.Equal(first.Seen) {
+		t.Errorf("the same digest was written again: seen %v, then %v", first.Seen, again.Seen)
+	}
+	if err := s.PutTag(name, "sha256:bbbb"); err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := s.Tag(name); r.Digest != "sha256:bbbb" {
+		t.Errorf("record %+v, want the new digest sha256:bbbb", r)
+	}
+}

@@ -117,6 +117,11 @@ func (m *Metrics) SetRules(rules []Rule) {
 		for _, res := range AttemptResults {
 			m.Attempts.WithLabelValues(p[0], p[1], res)
 		}
+		// The latency of successful attempts starts at 0 too, so that a
+		// rate over it has a baseline however soon after start the first
+		// pulls come (17 series a pair; the other results' latency series
+		// appear with their first attempt).
+		m.AttemptDuration.WithLabelValues(p[0], p[1], ResultSuccess)
 		for _, reason := range FailureReasons {
 			m.AttemptFailures.WithLabelValues(p[0], p[1], reason)
 		}

@@ -158,11 +158,10 @@ func TestSetRulesReload(t *testing.T) {
 	if v := testutil.ToFloat64(m.Pulls.WithLabelValues("docker.io", ResultSuccess)); v != 3 {
 		t.Errorf("docker.io successes = %v after reload, want 3", v)
 	}
-	// The histogram keeps the series of a pair still configured only.
-	for _, s := range got {
-		if strings.HasPrefix(s, namePullAttemptDuration) && !strings.Contains(s, "mirror=a.local/hub,registry=docker.io") {
-			t.Errorf("histogram series %s after reload", s)
-		}
+	// The histogram keeps the series of the pairs still configured (the
+	// loop above), and has the success series of a new pair at 0.
+	if want := namePullAttemptDuration + "{mirror=a.local/quay,registry=ghcr.io,result=success} 0"; !has(got, want) {
+		t.Errorf("missing %s", want)
 	}
 }
 
@@ -233,5 +232,21 @@ func TestSetRulesTagChecks(t *testing.T) {
 	m.SetRules([]Rule{{Registry: "checked", Mirrors: []string{"m"}, Source: true}})
 	if got := series(t, m, nameTagChecks, nameTagChanges); len(got) != 0 {
 		t.Errorf("after the policy stopped covering the rule: %q, want none", got)
+	}
+}
+
+// TestSetRulesAttemptLatencyAtZero: each (registry, mirror) pair has its
+// successful-attempt latency series from the start, so a rate over it has a
+// baseline before the first pull; a reload drops the pairs it removed.
+func TestSetRulesAttemptLatencyAtZero(t *testing.T) {
+	m := New()
+	m.SetRules([]Rule{{Registry: "docker.io", Mirrors: []string{"mirror.local/hub"}, Source: true}})
+	// docker.io: the mirror and the source; "none": the source.
+	if n := testutil.CollectAndCount(m.AttemptDuration); n != 3 {
+		t.Errorf("%d attempt latency series after load, want 3", n)
+	}
+	m.SetRules(nil)
+	if n := testutil.CollectAndCount(m.AttemptDuration); n != 1 {
+		t.Errorf("%d attempt latency series after a reload without rules, want 1 (none, source)", n)
 	}
 }

@@ -37,11 +37,15 @@ cmp_wait() {
 # cmp_port_free PORT: true when nothing accepts connections on 127.0.0.1:PORT.
 cmp_port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# cmp_free_port: print a port on 127.0.0.1 that nothing listens on (at most 100 tries).
+# cmp_free_port: print a port on 127.0.0.1 that nothing listens on (at most 100 tries), below
+# the kernel's ephemeral range: a port in that range may be the local end of an outgoing
+# connection (pushes, pulls) by the time the port is bound, and the bind then fails.
 cmp_free_port() {
-  local i p
+  local i p lo
+  read -r lo _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || lo=32768
+  ((lo > 12000)) || cmp_die "the ephemeral port range starts at $lo: no room below it for test ports"
   for ((i = 0; i < 100; i++)); do
-    p=$((20000 + RANDOM % 20000))
+    p=$((10000 + RANDOM % (lo - 10000)))
     cmp_port_free "$p" && { echo "$p"; return 0; }
   done
   cmp_die "no free port found on 127.0.0.1"

@@ -69,29 +69,42 @@ func TestStalledMirrorPullMovesOn(t *testing.T) {
 			if tc.stalled {
 				deadline = 30 * time.Second
 			}
-			c, cancel := context.WithTimeout(context.Background(), deadline)
-			defer cancel()
-			_, err := h.images.PullImage(c, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "app:1"}})
-			timeouts := testutil.ToFloat64(h.metrics.Attempts.WithLabelValues("docker.io", "mirror-a.test/hub", metrics.ResultTimeout))
+			timeouts, err := pullApp(h, deadline)
 			if !tc.stalled {
 				if err == nil || timeouts != 0 {
 					t.Fatalf("pull = %v, timeouts = %v: a pull that is not stalled must be left to the caller's deadline", err, timeouts)
 				}
 				return
 			}
-			if err != nil {
-				t.Fatalf("pull: %v: the stalled mirror should have been left for the next one", err)
-			}
-			if want := []string{"mirror-a.test/hub/library/app:1", "mirror-b.test/library/app:1"}; !slices.Equal(h.rt.PulledRefs(), want) {
-				t.Errorf("runtime pulls = %q, want %q", h.rt.PulledRefs(), want)
-			}
-			if timeouts != 1 {
-				t.Errorf("timeout attempts of the stalled mirror = %v, want 1", timeouts)
-			}
-			if h.srv.gate.breaker.allow("mirror-a.test/hub") {
-				t.Error("a stalled mirror must be held back")
-			}
+			checkMovedOn(t, h, "stalled", timeouts, err)
 		})
+	}
+}
+
+// pullApp pulls app:1 (mirror-a.test, then mirror-b.test, then the source)
+// under deadline, and returns the timed-out attempts on mirror-a.test.
+func pullApp(h *harness, deadline time.Duration) (float64, error) {
+	c, cancel := context.WithTimeout(context.Background(), deadline)
+	defer cancel()
+	_, err := h.images.PullImage(c, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "app:1"}})
+	return testutil.ToFloat64(h.metrics.Attempts.WithLabelValues("docker.io", "mirror-a.test/hub", metrics.ResultTimeout)), err
+}
+
+// checkMovedOn checks that pullApp gave mirror-a.test up (a timeout, held
+// back) and was served by mirror-b.test; what says why it was given up.
+func checkMovedOn(t *testing.T, h *harness, what string, timeouts float64, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatalf("pull: %v: the %s mirror should have been left for the next one", err, what)
+	}
+	if want := []string{"mirror-a.test/hub/library/app:1", "mirror-b.test/library/app:1"}; !slices.Equal(h.rt.PulledRefs(), want) {
+		t.Errorf("runtime pulls = %q, want %q", h.rt.PulledRefs(), want)
+	}
+	if timeouts != 1 {
+		t.Errorf("timeout attempts of the %s mirror = %v, want 1", what, timeouts)
+	}
+	if h.srv.gate.breaker.allow("mirror-a.test/hub") {
+		t.Errorf("a %s mirror must be held back", what)
 	}
 }
 

@@ -82,7 +82,7 @@ func WithPlatform(p Platform) Option { return func(s *Server) { s.platform = p }
 // directory with no files (or none at all). records keeps the digest seen
 // per tag (nil: none kept).
 func WithTagCheck(policy *resolver.TagCheckPolicy, timeout time.Duration, authFile, userAgent, noRulesDir string, records TagRecords) Option {
-	return withTagCheck(policy, timeout, &registryTags{authFile: authFile, agent: userAgent, noRules: noRulesDir}, records)
+	return withTagCheck(policy, timeout, &registryTags{heads: newHeadClients(authFile, userAgent), authFile: authFile, agent: userAgent, noRules: noRulesDir}, records)
 }
 
 func withTagCheck(policy *resolver.TagCheckPolicy, timeout time.Duration, r tagRegistry, records TagRecords) Option {

@@ -113,7 +113,7 @@ func (s *Server) checkTag(ctx context.Context, req *runtimeapi.PullImageRequest,
 	out := *res
 	out.Candidates = make([]resolver.Candidate, 0, len(res.Candidates))
 
-	if src.err != nil && classifyProbe(ctx, src.err) == probeAbsent {
+	if src.err != nil && headAbsent(ctx, src.err) {
 		// The source answered that it has no such tag: no mirror's
 		// answer can be the source's. The source is still asked by the
 		// runtime, whose answer the caller gets.
@@ -436,10 +436,12 @@ func DescribeTagCheck(res *resolver.Resolution, policy *resolver.TagCheckPolicy)
 	return append(lines, "if the source cannot be asked, the mirrors' answers are pulled and compared with the digest recorded for the tag before")
 }
 
-// registryTags asks registries through the containers/image docker
-// transport, so requests honour `insecure`, certs.d and the auth file as the
-// probe's do.
+// registryTags asks registries for a tag's digest through kept clients
+// (tag_heads.go), and reads manifests through the containers/image docker
+// transport; both honour `insecure`, certs.d and the auth file as the
+// probe's requests do.
 type registryTags struct {
+	heads    *headClients
 	authFile string
 	agent    string
 	// noRules is a registries.conf.d that holds no files, or does not
@@ -447,17 +449,11 @@ type registryTags struct {
 	noRules string
 }
 
-// Digest implements tagRegistry. containers/image's GetDigest contacts
-// ref's host only; the resolution's registries configuration still applies
-// to that host (insecure, blocked).
+// Digest implements tagRegistry, through clients kept between checks
+// (tag_heads.go). The resolution's registries configuration applies to
+// ref's host (insecure, blocked).
 func (r *registryTags) Digest(ctx context.Context, res *resolver.Resolution, c resolver.Candidate, ref reference.Named, auth *runtimeapi.AuthConfig) (digest.Digest, error) {
-	dref, err := docker.NewReference(ref)
-	if err != nil {
-		return "", err
-	}
-	sys := res.SystemContext()
-	r.setup(sys, c, auth)
-	return docker.GetDigest(ctx, sys, dref)
+	return r.heads.Digest(ctx, res.SystemContext(), ref, c.Insecure, auth)
 }
 
 // Manifest implements tagRegistry. An image source of containers/image

@@ -380,7 +380,7 @@ func TestRegistryTagsAgainstRealRegistries(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tags := &registryTags{authFile: "/nonexistent/auth.json", agent: "cri-mirror-proxy/test", noRules: filepath.Join(dir, "none.d")}
+	tags := &registryTags{heads: newHeadClients("/nonexistent/auth.json", "cri-mirror-proxy/test"), authFile: "/nonexistent/auth.json", agent: "cri-mirror-proxy/test", noRules: filepath.Join(dir, "none.d")}
 	pod := &runtimeapi.AuthConfig{Username: "pod-user", Password: "p"}
 
 	d, err := tags.Digest(context.Background(), res, source, source.Ref, pod)

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	crierrors "k8s.io/cri-api/pkg/errors"
 
 	"github.com/cri-mirror-proxy/cri-mirror-proxy/metrics"
 	"github.com/cri-mirror-proxy/cri-mirror-proxy/resolver"
@@ -130,13 +131,17 @@ func (s *Server) checkTag(ctx context.Context, req *runtimeapi.PullImageRequest,
 	if src.err != nil {
 		s.metrics.TagChecks.WithLabelValues(registry, metrics.TagCheckSourceUnreachable).Inc()
 		if entry.Mode == resolver.TagCheckSourceRequired {
-			code := codes.Unavailable // the source may answer again: kubelet's retry is the cure
-			if errors.Is(src.err, errSourceNotContacted) {
-				code = codes.FailedPrecondition // no retry helps: the rules forbid it
-			}
 			log.WithError(src.err).Warn("tag check: the source could not be asked for the tag's digest; not pulling")
-			return nil, nil, status.Errorf(code, "pull %s: tag check policy %s (prefix %q) requires the source's digest for the tag, and the source %s could not be asked: %v",
+			msg := fmt.Sprintf("pull %s: tag check policy %s (prefix %q) requires the source's digest for the tag, and the source %s could not be asked: %v",
 				image, entry.Mode, entry.Prefix, sourceName(res), src.err)
+			if errors.Is(src.err, errSourceNotContacted) {
+				return nil, nil, status.Error(codes.FailedPrecondition, msg) // no retry helps: the rules forbid it
+			}
+			// A registry that may answer again, answered as the runtimes
+			// answer an unreachable registry: Unknown (Unavailable would
+			// read as the runtime being down), with the reason kubelet
+			// shows first (CRI-O's form).
+			return nil, nil, status.Error(codes.Unknown, crierrors.ErrRegistryUnavailable.Error()+": "+msg)
 		}
 		log.WithError(src.err).Info("tag check: the source could not be asked for the tag's digest; pulling the mirrors' answer, remembered per tag")
 		// The first mirror that answers is pulled by the digest it

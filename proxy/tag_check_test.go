@@ -250,7 +250,7 @@ func TestTagCheckSourceUnreachable(t *testing.T) {
 		wantMsg  string
 		wantPull []string
 	}{
-		{policy: "gcr.io/x=source-required", image: tcTag, wantCode: codes.Unavailable, wantMsg: "source-required"},
+		{policy: "gcr.io/x=source-required", image: tcTag, wantCode: codes.Unknown, wantMsg: "RegistryUnavailable: pull gcr.io/x/app:v1: tag check policy source-required"},
 		{policy: "gcr.io/x=source-if-reachable", image: tcTag, wantPull: []string{tcMirror + "@" + M.String()}},
 		{policy: "quay.io=source-required", image: "quay.io/org/app:v1", wantCode: codes.FailedPrecondition, wantMsg: "never contacts the source"},
 	} {

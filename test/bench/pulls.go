@@ -33,6 +33,9 @@ type pullResult struct {
 	// the proxy with the policy (-tag-check-proxy: a HEAD to the source
 	// alongside the HEAD to the mirror, then mirror@digest).
 	tagOff, tagOn []time.Duration
+	// tagHead: one HEAD of the tag at the source per round, over a kept
+	// connection (bareHead): the round trip the check may add.
+	tagHead []time.Duration
 	// tagChecks counts the proxy-tag-check's verdicts by result during the
 	// measured pulls (its metrics).
 	tagChecks map[string]float64
@@ -106,6 +109,8 @@ func (b *bench) mirrorPulls(ctx context.Context) error {
 		targets = append(targets, pullTarget{b.proxy, b.cfg.tagCheckRef(), &b.pulls.tagOff}, pullTarget{b.tagOn, b.cfg.tagCheckRef(), &b.pulls.tagOn})
 	}
 	logf("mirror pull of %s: %d rounds, %d targets taking turns", pullImage, n, len(targets))
+	head := newBareHead(b.cfg.registry, b.cfg.tagCheckRef())
+	defer head.close()
 	var before, tagBefore promtest.Set
 	rng := rand.New(rand.NewPCG(2, uint64(len(targets))))
 	for r := -1; r < n; r++ { // round -1 warms the registry's and the kernel's caches
@@ -117,6 +122,15 @@ func (b *bench) mirrorPulls(ctx context.Context) error {
 			}
 			if r >= 0 {
 				*p.out = append(*p.out, d)
+			}
+		}
+		if b.tagOn != nil {
+			d, err := head.time(ctx)
+			if err != nil {
+				return err
+			}
+			if r >= 0 {
+				b.pulls.tagHead = append(b.pulls.tagHead, d)
 			}
 		}
 		if r == -1 {
@@ -157,8 +171,8 @@ func (b *bench) mirrorPulls(ctx context.Context) error {
 			m := map[string]string{"result": res}
 			b.pulls.tagChecks[res] = tagAfter.Sum("cri_mirror_tag_checks_total", m) - tagBefore.Sum("cri_mirror_tag_checks_total", m)
 		}
-		logf("  tag check: p50 off %s on %s (paired on/off %.3f×); checks %v", ms(median(b.pulls.tagOff)), ms(median(b.pulls.tagOn)),
-			paired(b.pulls.tagOn, b.pulls.tagOff), b.pulls.tagChecks)
+		logf("  tag check: p50 off %s on %s (paired on/off %.3f×, on − off %s); one HEAD %s; checks %v", ms(median(b.pulls.tagOff)), ms(median(b.pulls.tagOn)),
+			paired(b.pulls.tagOn, b.pulls.tagOff), ms(pairedDiff(b.pulls.tagOn, b.pulls.tagOff)), ms(median(b.pulls.tagHead)), b.pulls.tagChecks)
 	}
 	return nil
 }
@@ -180,6 +194,20 @@ func pairedRatio(a, b []time.Duration) (float64, bool) {
 		r = append(r, x)
 	}
 	return medianF(r), true
+}
+
+// pairedDiff is the median over rounds of a[i]-b[i] (0 when the series do
+// not pair up): what a pays more than b, with slow spells cancelled as in
+// pairedRatio.
+func pairedDiff(a, b []time.Duration) time.Duration {
+	if len(a) == 0 || len(a) != len(b) {
+		return 0
+	}
+	d := make([]time.Duration, len(a))
+	for i := range a {
+		d[i] = a[i] - b[i]
+	}
+	return median(d)
 }
 
 // paired is pairedRatio for the tables (0 when not measured).

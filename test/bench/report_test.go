@@ -200,3 +200,24 @@ func TestChecksWithoutMeasurements(t *testing.T) {
 		}
 	}
 }
+
+func TestTagCheckCost(t *testing.T) {
+	ms := time.Millisecond
+	rounds := func(d ...time.Duration) []time.Duration { return d }
+	for _, tc := range []struct {
+		name         string
+		on, off, hds []time.Duration
+		met          bool
+	}{
+		// Per-round differences 2, 3, 9 ms: median 3 ms.
+		{"within one HEAD", rounds(102*ms, 133*ms, 109*ms), rounds(100*ms, 130*ms, 100*ms), rounds(3*ms, 2*ms, 4*ms), true},
+		{"over one HEAD", rounds(105*ms, 134*ms, 109*ms), rounds(100*ms, 130*ms, 100*ms), rounds(3*ms, 2*ms, 4*ms), false},
+		{"no HEAD measured", rounds(100 * ms), rounds(100 * ms), nil, false},
+		{"rounds do not pair", rounds(100*ms, 100*ms), rounds(100 * ms), rounds(3 * ms), false},
+	} {
+		c := tagCheckCost(pullResult{tagOn: tc.on, tagOff: tc.off, tagHead: tc.hds})
+		if c.met != tc.met {
+			t.Errorf("%s: met = %v, want %v (%s)", tc.name, c.met, tc.met, c.measured)
+		}
+	}
+}

@@ -39,7 +39,7 @@ type headRegistry struct {
 	bearer   string // token wanted, "" for none
 }
 
-func newHeadRegistry(t *testing.T, useTLS, token bool) *headRegistry {
+func newHeadRegistry(t testing.TB, useTLS, token bool) *headRegistry {
 	t.Helper()
 	r := &headRegistry{requests: map[string]int{}}
 	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
@@ -124,7 +124,7 @@ func (r *headRegistry) newConns() int {
 	return r.conns
 }
 
-func (r *headRegistry) ref(t *testing.T, s string) reference.Named {
+func (r *headRegistry) ref(t testing.TB, s string) reference.Named {
 	t.Helper()
 	n, err := reference.ParseNormalizedNamed(r.host + "/" + s)
 	if err != nil {
@@ -286,4 +286,30 @@ func TestHeadClientsBounded(t *testing.T) {
 	if renewed, _ := h.client(headKey{host: "b"}, authn.AuthConfig{}); renewed == again || renewed == first {
 		t.Error("a client past its TTL was reused")
 	}
+}
+
+// BenchmarkHeadClients is one tag check HEAD through a kept client, beside
+// a bare HEAD on a kept connection (the floor): what the client adds.
+func BenchmarkHeadClients(b *testing.B) {
+	reg := newHeadRegistry(b, false, false)
+	h := newHeadClients(filepath.Join(b.TempDir(), "auth.json"), "bench")
+	sys := &types.SystemContext{SystemRegistriesConfPath: os.DevNull, SystemRegistriesConfDirPath: filepath.Join(b.TempDir(), "none.d")}
+	ref := reg.ref(b, "app:1")
+	b.Run("client", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := h.Digest(context.Background(), sys, ref, true, nil); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("bare", func(b *testing.B) {
+		c := &http.Client{}
+		for b.Loop() {
+			resp, err := c.Head(reg.srv.URL + "/v2/app/manifests/1")
+			if err != nil {
+				b.Fatal(err)
+			}
+			resp.Body.Close()
+		}
+	})
 }

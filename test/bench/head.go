@@ -5,28 +5,60 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 )
 
-// bareHead times a HEAD of one tag at a plain-HTTP registry over a kept
-// connection, with the Accept header of a manifest request: one round trip
-// to the registry, the least a check of the tag can cost.
-type bareHead struct {
-	url    string
-	client *http.Client
+// bareHeads times HEADs of a tag at plain-HTTP registries over kept
+// connections, with the Accept header of a manifest request, and nothing
+// else: the round trip the tag check makes, at its floor. The check asks the
+// source and the mirror at once, so its floor is the two HEADs sent
+// together; one HEAD alone is timed too.
+type bareHeads struct {
+	source, mirror string // URLs
+	client         *http.Client
 }
 
-// newBareHead is a bareHead of ref ("HOST/REPO:TAG") on registry.
-func newBareHead(registry, ref string) *bareHead {
-	repo, tag, _ := strings.Cut(strings.TrimPrefix(ref, registry+"/"), ":")
-	return &bareHead{
-		url:    fmt.Sprintf("http://%s/v2/%s/manifests/%s", registry, repo, tag),
-		client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}, Timeout: 10 * time.Second},
+// newBareHeads HEADs source and mirror ("HOST/REPO:TAG"), both on registry.
+func newBareHeads(registry, source, mirror string) *bareHeads {
+	url := func(ref string) string {
+		repo, tag, _ := strings.Cut(strings.TrimPrefix(ref, registry+"/"), ":")
+		return fmt.Sprintf("http://%s/v2/%s/manifests/%s", registry, repo, tag)
+	}
+	return &bareHeads{
+		source: url(source), mirror: url(mirror),
+		client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 2}, Timeout: 10 * time.Second},
 	}
 }
 
-func (h *bareHead) time(ctx context.Context) (time.Duration, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodHead, h.url, nil)
+// time returns how long one HEAD to the source took, and how long HEADs
+// to the source and the mirror sent at once took until both answered.
+func (h *bareHeads) time(ctx context.Context) (one, pair time.Duration, err error) {
+	if one, err = h.head(ctx, h.source); err != nil {
+		return 0, 0, err
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	start := time.Now()
+	for i, url := range []string{h.source, h.mirror} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = h.head(ctx, url)
+		}()
+	}
+	wg.Wait()
+	pair = time.Since(start)
+	for _, err := range errs {
+		if err != nil {
+			return 0, 0, err
+		}
+	}
+	return one, pair, nil
+}
+
+func (h *bareHeads) head(ctx context.Context, url string) (time.Duration, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodHead, url, nil)
 	if err != nil {
 		return 0, err
 	}
@@ -42,9 +74,9 @@ func (h *bareHead) time(ctx context.Context) (time.Duration, error) {
 	d := time.Since(start)
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK || resp.Header.Get("Docker-Content-Digest") == "" {
-		return 0, fmt.Errorf("HEAD %s: %s, digest %q", h.url, resp.Status, resp.Header.Get("Docker-Content-Digest"))
+		return 0, fmt.Errorf("HEAD %s: %s, digest %q", url, resp.Status, resp.Header.Get("Docker-Content-Digest"))
 	}
 	return d, nil
 }
 
-func (h *bareHead) close() { h.client.CloseIdleConnections() }
+func (h *bareHeads) close() { h.client.CloseIdleConnections() }

@@ -33,9 +33,14 @@ type pullResult struct {
 	// the proxy with the policy (-tag-check-proxy: a HEAD to the source
 	// alongside the HEAD to the mirror, then mirror@digest).
 	tagOff, tagOn []time.Duration
-	// tagHead: one HEAD of the tag at the source per round, over a kept
-	// connection (bareHead): the round trip the check may add.
-	tagHead []time.Duration
+	// tagHead and tagHeads, once per round over kept connections
+	// (bareHeads): one HEAD of the tag at the source, and HEADs to the
+	// source and the mirror sent at once (the check's round trip, bare).
+	tagHead, tagHeads []time.Duration
+	// tagOwn is own (below) for the proxy with the tag check: its own time
+	// per pull less the proxy's without the check is what the check costs,
+	// free of the runtime's pull time and its noise.
+	tagOwn time.Duration
 	// tagChecks counts the proxy-tag-check's verdicts by result during the
 	// measured pulls (its metrics).
 	tagChecks map[string]float64
@@ -109,8 +114,8 @@ func (b *bench) mirrorPulls(ctx context.Context) error {
 		targets = append(targets, pullTarget{b.proxy, b.cfg.tagCheckRef(), &b.pulls.tagOff}, pullTarget{b.tagOn, b.cfg.tagCheckRef(), &b.pulls.tagOn})
 	}
 	logf("mirror pull of %s: %d rounds, %d targets taking turns", pullImage, n, len(targets))
-	head := newBareHead(b.cfg.registry, b.cfg.tagCheckRef())
-	defer head.close()
+	heads := newBareHeads(b.cfg.registry, b.cfg.tagCheckRef(), b.cfg.tagCheckMirrorRef())
+	defer heads.close()
 	var before, tagBefore promtest.Set
 	rng := rand.New(rand.NewPCG(2, uint64(len(targets))))
 	for r := -1; r < n; r++ { // round -1 warms the registry's and the kernel's caches
@@ -125,12 +130,12 @@ func (b *bench) mirrorPulls(ctx context.Context) error {
 			}
 		}
 		if b.tagOn != nil {
-			d, err := head.time(ctx)
+			one, pair, err := heads.time(ctx)
 			if err != nil {
 				return err
 			}
 			if r >= 0 {
-				b.pulls.tagHead = append(b.pulls.tagHead, d)
+				b.pulls.tagHead, b.pulls.tagHeads = append(b.pulls.tagHead, one), append(b.pulls.tagHeads, pair)
 			}
 		}
 		if r == -1 {
@@ -166,13 +171,15 @@ func (b *bench) mirrorPulls(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		b.pulls.tagOwn = ownPullTime(tagBefore, tagAfter)
 		b.pulls.tagChecks = map[string]float64{}
 		for _, res := range []string{"match", "platform_match", "stale", "source_unreachable"} {
 			m := map[string]string{"result": res}
 			b.pulls.tagChecks[res] = tagAfter.Sum("cri_mirror_tag_checks_total", m) - tagBefore.Sum("cri_mirror_tag_checks_total", m)
 		}
-		logf("  tag check: p50 off %s on %s (paired on/off %.3f×, on − off %s); one HEAD %s; checks %v", ms(median(b.pulls.tagOff)), ms(median(b.pulls.tagOn)),
-			paired(b.pulls.tagOn, b.pulls.tagOff), ms(pairedDiff(b.pulls.tagOn, b.pulls.tagOff)), ms(median(b.pulls.tagHead)), b.pulls.tagChecks)
+		logf("  tag check: p50 off %s on %s (paired on/off %.3f×, on − off %s); proxy's own time per pull on %s off %s (means); one HEAD %s, source and mirror HEADs at once %s (means); checks %v",
+			ms(median(b.pulls.tagOff)), ms(median(b.pulls.tagOn)), paired(b.pulls.tagOn, b.pulls.tagOff), ms(pairedDiff(b.pulls.tagOn, b.pulls.tagOff)),
+			ms(b.pulls.tagOwn), ms(b.pulls.own), ms(mean(b.pulls.tagHead)), ms(mean(b.pulls.tagHeads)), b.pulls.tagChecks)
 	}
 	return nil
 }

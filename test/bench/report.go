@@ -158,19 +158,35 @@ func pullCheck(p pullResult, limit float64) check {
 	return c
 }
 
-// tagCheckCost requires the tag check to add no more to a healthy pull
-// than one HEAD round trip to the source (median of the per-round
-// differences against the median HEAD).
+// tagCheckCost holds the tag check to what the check may cost a healthy
+// pull: one round trip, the HEADs to the source and the mirror sent at
+// once (made bare, mean). The cost is the issue's measure: whole pulls with
+// the check on less off, median of the per-round differences. A pull by
+// digest (the check pins the mirror) costs the runtime less than one by
+// tag, which this includes; so the proxy's own time per pull with the
+// check less without it (metrics, means), the check alone, is shown too.
 func tagCheckCost(p pullResult) check {
-	c := check{target: "tag check on: added time per mirror pull, median of the per-round differences", limit: "≤ one HEAD round trip (p50)"}
-	if len(p.tagHead) == 0 || len(p.tagOn) != len(p.tagOff) {
-		c.measured = fmt.Sprintf("not measured (%d on, %d off, %d HEADs)", len(p.tagOn), len(p.tagOff), len(p.tagHead))
+	c := check{target: "tag check on: added time per mirror pull (on − off, median of the per-round differences)", limit: "≤ one round trip: source and mirror HEADs at once, bare (mean)"}
+	if len(p.tagHeads) == 0 || len(p.tagOn) == 0 || len(p.tagOn) != len(p.tagOff) {
+		c.measured = fmt.Sprintf("not measured (%d on, %d off, %d HEAD rounds)", len(p.tagOn), len(p.tagOff), len(p.tagHeads))
 		return c
 	}
-	diff, head := pairedDiff(p.tagOn, p.tagOff), median(p.tagHead)
-	c.measured = fmt.Sprintf("%s (one HEAD %s; on/off %s)", ms(diff), ms(head), pct(paired(p.tagOn, p.tagOff)))
-	c.met = diff <= head
+	added, heads := pairedDiff(p.tagOn, p.tagOff), mean(p.tagHeads)
+	c.measured = fmt.Sprintf("%s (HEADs at once %s, one HEAD alone %s; the proxy's own time on − off %s)", ms(added), ms(heads), ms(mean(p.tagHead)), ms(p.tagOwn-p.own))
+	c.met = added <= heads
 	return c
+}
+
+// mean is the mean of d (0 for none).
+func mean(d []time.Duration) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	var sum time.Duration
+	for _, x := range d {
+		sum += x
+	}
+	return sum / time.Duration(len(d))
 }
 
 // dedupCheck requires, for every burst, exactly one runtime pull by both
@@ -369,12 +385,14 @@ func (b *bench) write(w io.Writer) {
 			"tag-check policy for it, and through a second proxy with `--tag-check %s=source-required`, which HEADs the source\n"+
 			"alongside the mirror and pulls the mirror by the source's digest; taking turns with section 2's pulls.\n\n",
 			b.cfg.tagCheckRef(), b.cfg.tagCheckMirrorRef(), b.cfg.tagCheckSource())
-		fmt.Fprintf(w, "\"One HEAD\" is a HEAD of the tag at the source over a kept connection, once per round: the round trip\n"+
-			"the check is allowed to add.\n\n")
-		t = table{header: []string{"n", "check off p50", "check on p50", "on/off p50", "on/off paired", "on − off p50", "on − off paired", "one HEAD p50", "tag checks (metrics)"}}
+		fmt.Fprintf(w, "Once per round, over kept connections and with nothing else: one HEAD of the tag at the source, and HEADs to\n"+
+			"the source and the mirror sent at once, which is the check's one round trip at its floor (both are this registry).\n\n")
+		t = table{header: []string{"n", "check off p50", "check on p50", "on/off p50", "on/off paired", "on − off p50", "on − off paired",
+			"proxy's own time per pull, on / off (metrics, mean)", "one HEAD mean", "source + mirror HEADs at once mean", "tag checks (metrics)"}}
 		off, on := summarize(b.pulls.tagOff), summarize(b.pulls.tagOn)
 		t.add(fmt.Sprint(on.n), ms(off.p50), ms(on.p50), x(ratio(on.p50, off.p50)), x(paired(b.pulls.tagOn, b.pulls.tagOff)),
-			ms(on.p50-off.p50), ms(pairedDiff(b.pulls.tagOn, b.pulls.tagOff)), ms(median(b.pulls.tagHead)), describeTagChecks(b.pulls.tagChecks))
+			ms(on.p50-off.p50), ms(pairedDiff(b.pulls.tagOn, b.pulls.tagOff)), ms(b.pulls.tagOwn)+" / "+ms(b.pulls.own), ms(mean(b.pulls.tagHead)), ms(mean(b.pulls.tagHeads)),
+			describeTagChecks(b.pulls.tagChecks))
 		t.write(w)
 	}
 

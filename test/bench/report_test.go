@@ -203,19 +203,22 @@ func TestChecksWithoutMeasurements(t *testing.T) {
 
 func TestTagCheckCost(t *testing.T) {
 	ms := time.Millisecond
+	heads := []time.Duration{3 * ms, 2 * ms, 4 * ms} // mean 3 ms
 	rounds := func(d ...time.Duration) []time.Duration { return d }
 	for _, tc := range []struct {
-		name         string
-		on, off, hds []time.Duration
-		met          bool
+		name    string
+		on, off []time.Duration
+		hds     []time.Duration
+		met     bool
 	}{
 		// Per-round differences 2, 3, 9 ms: median 3 ms.
-		{"within one HEAD", rounds(102*ms, 133*ms, 109*ms), rounds(100*ms, 130*ms, 100*ms), rounds(3*ms, 2*ms, 4*ms), true},
-		{"over one HEAD", rounds(105*ms, 134*ms, 109*ms), rounds(100*ms, 130*ms, 100*ms), rounds(3*ms, 2*ms, 4*ms), false},
-		{"no HEAD measured", rounds(100 * ms), rounds(100 * ms), nil, false},
-		{"rounds do not pair", rounds(100*ms, 100*ms), rounds(100 * ms), rounds(3 * ms), false},
+		{"within one round trip", rounds(102*ms, 133*ms, 109*ms), rounds(100*ms, 130*ms, 100*ms), heads, true},
+		{"over one round trip", rounds(105*ms, 134*ms, 109*ms), rounds(100*ms, 130*ms, 100*ms), heads, false},
+		{"no HEADs measured", rounds(100 * ms), rounds(100 * ms), nil, false},
+		{"rounds do not pair", rounds(100*ms, 100*ms), rounds(100 * ms), heads, false},
+		{"no pulls", nil, nil, heads, false},
 	} {
-		c := tagCheckCost(pullResult{tagOn: tc.on, tagOff: tc.off, tagHead: tc.hds})
+		c := tagCheckCost(pullResult{tagOn: tc.on, tagOff: tc.off, tagHead: tc.hds, tagHeads: tc.hds})
 		if c.met != tc.met {
 			t.Errorf("%s: met = %v, want %v (%s)", tc.name, c.met, tc.met, c.measured)
 		}

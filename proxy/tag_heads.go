@@ -70,9 +70,12 @@ type headKey struct {
 }
 
 type headClient struct {
-	puller  *remote.Puller
-	created time.Time
+	puller    *remote.Puller
+	transport *http.Transport // its connections are closed when the client is dropped
+	created   time.Time
 }
+
+func (c *headClient) drop() { c.transport.CloseIdleConnections() }
 
 func newHeadClients(authFile, agent string) *headClients {
 	return &headClients{authFile: authFile, agent: agent, now: time.Now, clients: map[headKey]*headClient{}}
@@ -159,17 +162,23 @@ func (h *headClients) client(k headKey, cfg authn.AuthConfig) (*remote.Puller, e
 	for key, c := range h.clients {
 		switch {
 		case now.Sub(c.created) >= headClientTTL:
+			c.drop()
 			delete(h.clients, key)
 		case oldest == nil || c.created.Before(h.clients[*oldest].created):
 			oldest = &key
 		}
 	}
 	if oldest != nil && len(h.clients) >= headClientsMax {
+		h.clients[*oldest].drop()
 		delete(h.clients, *oldest)
 	}
-	rt, err := h.transport(k.host, k.insecure)
+	t, err := h.transport(k.host, k.insecure)
 	if err != nil {
 		return nil, err
+	}
+	var rt http.RoundTripper = t
+	if !k.insecure {
+		rt = httpsOnly{t}
 	}
 	var a authn.Authenticator = authn.Anonymous
 	if cfg != (authn.AuthConfig{}) {
@@ -182,15 +191,15 @@ func (h *headClients) client(k headKey, cfg authn.AuthConfig) (*remote.Puller, e
 	if err != nil {
 		return nil, err
 	}
-	h.clients[k] = &headClient{puller: p, created: now}
+	h.clients[k] = &headClient{puller: p, transport: t, created: now}
 	return p, nil
 }
 
-// transport is the HTTP transport for host: its certs.d TLS files, TLS
-// verification off only for an insecure host, and plain HTTP refused
-// unless the host is insecure (go-containerregistry would try it for a
-// loopback or private address).
-func (h *headClients) transport(host string, insecure bool) (http.RoundTripper, error) {
+// transport is the HTTP transport for host: its certs.d TLS files, and TLS
+// verification off only for an insecure host. client refuses plain HTTP
+// through it unless the host is insecure (go-containerregistry would try it
+// for a loopback or private address).
+func (h *headClients) transport(host string, insecure bool) (*http.Transport, error) {
 	// registries.conf's `insecure = true` asks for no verification.
 	tlsc := &tls.Config{InsecureSkipVerify: insecure}
 	dir, err := h.certDir(host)
@@ -205,10 +214,7 @@ func (h *headClients) transport(host string, insecure bool) (http.RoundTripper, 
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.TLSClientConfig = tlsc
 	t.MaxIdleConnsPerHost = 4
-	if insecure {
-		return t, nil
-	}
-	return httpsOnly{t}, nil
+	return t, nil
 }
 
 // certDir is the certs.d directory of host, "" if there is none: the

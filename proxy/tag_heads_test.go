@@ -35,7 +35,8 @@ type headRegistry struct {
 	mu       sync.Mutex
 	requests map[string]int // "METHOD path"
 	tokens   []string       // basic users that asked /token, in order
-	conns    int
+	conns    int            // opened
+	closed   int
 	bearer   string // token wanted, "" for none
 }
 
@@ -79,10 +80,13 @@ func newHeadRegistry(t testing.TB, useTLS, token bool) *headRegistry {
 	})
 	r.srv = httptest.NewUnstartedServer(h)
 	r.srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		if s == http.StateNew {
-			r.mu.Lock()
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		switch s {
+		case http.StateNew:
 			r.conns++
-			r.mu.Unlock()
+		case http.StateClosed:
+			r.closed++
 		}
 	}
 	if useTLS {
@@ -122,6 +126,13 @@ func (r *headRegistry) newConns() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.conns
+}
+
+// open is how many connections to the registry are open.
+func (r *headRegistry) open() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.conns - r.closed
 }
 
 func (r *headRegistry) ref(t testing.TB, s string) reference.Named {
@@ -166,6 +177,32 @@ func TestHeadClientsOneRoundTrip(t *testing.T) {
 	}
 	if n := reg.newConns() - before; n != 0 {
 		t.Errorf("the checks after the first opened %d connections, want 0", n)
+	}
+}
+
+// TestHeadClientsDropped: a client dropped after its TTL closes its kept
+// connections at once, rather than leaving them until the idle timeout.
+func TestHeadClientsDropped(t *testing.T) {
+	reg := newHeadRegistry(t, false, false)
+	h := newHeadClients("/nonexistent/auth.json", "test")
+	now := time.Unix(0, 0)
+	h.now = func() time.Time { return now }
+	if _, err := h.Digest(context.Background(), noRules(t), reg.ref(t, "app:1"), true, nil); err != nil {
+		t.Fatal(err)
+	}
+	if n := reg.open(); n == 0 {
+		t.Fatal("no connection kept after a HEAD")
+	}
+	now = now.Add(headClientTTL)
+	if _, err := h.client(headKey{host: "other.example"}, authn.AuthConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for reg.open() != 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := reg.open(); n != 0 {
+		t.Errorf("%d connections still open after the client was dropped", n)
 	}
 }
 

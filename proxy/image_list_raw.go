@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"hash/maphash"
+	"slices"
 	"sync"
 
 	"google.golang.org/grpc"
@@ -122,6 +123,13 @@ func (l *listings) translate(b []byte, s *Server) ([]byte, int, error) {
 	out, aliased, err := translateListing(b, s)
 	if err != nil {
 		return nil, 0, err
+	}
+	// out is kept until the listing changes. It was given room to grow by
+	// a quarter, and translation often shortens the names instead (a
+	// mirror's name tends to carry the original's in its path): a tight
+	// copy holds that room no longer, for one copy per translation.
+	if cap(out)-len(out) > len(out)/16 {
+		out = slices.Clip(slices.Clone(out))
 	}
 	l.key, l.gen, l.valid, l.last, l.aliased = key, gen, true, out, aliased
 	if out == nil {

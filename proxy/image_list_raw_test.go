@@ -211,6 +211,11 @@ func TestListingCache(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantTranslated("first listing", raw, first)
+	// The answer is kept as long as the listing stays the same: it holds
+	// its bytes and not much more.
+	if c := cap(first); c > len(first)+len(first)/16 {
+		t.Errorf("the listing kept has room for %d bytes, for %d", c, len(first))
+	}
 
 	// The same images in another order: the answer kept is the answer.
 	slices.Reverse(listing.Images)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -290,5 +291,19 @@ func TestWarnExposedAuthFile(t *testing.T) {
 	warnExposedAuthFile("", log)
 	if len(hook.AllEntries()) != 0 {
 		t.Errorf("warned about a missing or unset auth file: %v", hook.AllEntries())
+	}
+}
+
+// TestSampleHeap: allocations are sampled for the heap profile only when
+// /debug/pprof/ is served to read it.
+func TestSampleHeap(t *testing.T) {
+	defer sampleHeap(true)
+	sampleHeap(false)
+	if runtime.MemProfileRate != 0 {
+		t.Errorf("without --pprof: MemProfileRate = %d, want 0", runtime.MemProfileRate)
+	}
+	sampleHeap(true)
+	if runtime.MemProfileRate != 512*1024 {
+		t.Errorf("with --pprof: MemProfileRate = %d, want the runtime's default 512 KiB", runtime.MemProfileRate)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"os/user"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"syscall"
@@ -175,6 +176,8 @@ func serve(ctx context.Context, c serveConfig) error {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 
+	sampleHeap(c.pprof)
+
 	log, err := newLogger(c.logLevel, c.logFormat)
 	if err != nil {
 		return err
@@ -316,6 +319,22 @@ func serve(ctx context.Context, c serveConfig) error {
 	log.Info("cri-mirror-proxy stopped")
 	return err
 }
+
+// sampleHeap turns the runtime's sampling of allocations for the heap
+// profile on (--pprof) or off. Only /debug/pprof/ reads that profile; left
+// on without it, the sampling fills the runtime's table of allocation
+// stacks, over a megabyte of memory, for no reader.
+func sampleHeap(pprof bool) {
+	if pprof {
+		runtime.MemProfileRate = defaultMemProfileRate
+	} else {
+		runtime.MemProfileRate = 0
+	}
+}
+
+// defaultMemProfileRate is the runtime's own rate, taken before anything
+// changes it.
+var defaultMemProfileRate = runtime.MemProfileRate
 
 // stopGracefully lets in-flight calls (pulls included) finish for up to
 // timeout, then cuts the rest. Closing the listener removes the socket.

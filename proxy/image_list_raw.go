@@ -2,12 +2,15 @@ package proxy
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"hash/maphash"
+	"math"
 	"slices"
 	"sync"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -22,9 +25,10 @@ import (
 // calls): while the images and the alias table stay the same, a listing
 // costs one pass of hashing over the runtime's bytes, and the same images
 // are answered in the order of the answer that was translated. The
-// runtime's answer is read into a buffer of gRPC's pool, not copied out of
-// it, and handed back to gRPC when it is sent as it came. A filtered
-// listing is small and takes the typed path (ListImages).
+// runtime's answer is read in the buffers gRPC received it in, not joined
+// into one (but to be translated), and handed back to gRPC when it is sent
+// as it came. A filtered listing is small and takes the typed path
+// (ListImages).
 
 // listImagesHandler is ListImages taking the request undecoded.
 func listImagesHandler(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
@@ -56,16 +60,15 @@ func (s *Server) listImagesFrame(ctx context.Context, in *frame) (any, error) {
 		out.free()
 		return nil, err
 	}
-	b := out.bytes()
-	data, aliased, err := s.listings.translate(b, s)
+	data, aliased, err := s.listings.translate(out.data, s)
 	if err != nil {
 		out.free()
 		return nil, err
 	}
 	if n, _ := s.aliases.Images(); aliased < n {
-		s.pruneStale(listedIDs(b))
+		s.pruneStale(listedIDs(out.bytes()))
 	}
-	if aliased == 0 { // data is b: the runtime's answer goes out as it came
+	if data == nil { // the runtime's answer goes out as it came
 		return out, nil
 	}
 	out.free()
@@ -97,28 +100,34 @@ type listingKey struct {
 	sums         [2]uint64
 }
 
-// translate returns the listing b with every aliased image translated, and
-// how many aliased images it holds. b itself is returned when no image is
-// aliased; a translated answer is shared, and must not be changed.
-func (l *listings) translate(b []byte, s *Server) ([]byte, int, error) {
+// translate returns the listing msg with every aliased image translated,
+// and how many aliased images it holds; nil when no image is aliased, and
+// msg is the answer as it is. A translated answer is shared, and must not
+// be changed. msg is read in the buffers it came in; it is joined into one
+// piece only to be translated, when the listing is not the one kept.
+func (l *listings) translate(msg mem.BufferSlice, s *Server) ([]byte, int, error) {
 	images, gen := s.aliases.Images()
 	if images == 0 {
-		return b, 0, nil // no alias at all: nothing to look for
+		return nil, 0, nil // no alias at all: nothing to look for
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.seeds[0] == (maphash.Seed{}) {
 		l.seeds = [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()}
 	}
-	key, ok := l.keyOf(b)
-	if !ok {
-		return nil, 0, errBadListing
+	var b []byte // msg in one piece, once needed
+	key, ok := l.keyOfBuffers(msg)
+	if !ok { // a form keyOfBuffers does not read, or no listing at all
+		b = msg.Materialize()
+		if key, ok = l.keyOf(b); !ok {
+			return nil, 0, errBadListing
+		}
 	}
 	if l.valid && l.key == key && l.gen == gen {
-		if l.last == nil {
-			return b, 0, nil
-		}
 		return l.last, l.aliased, nil
+	}
+	if b == nil {
+		b = msg.Materialize()
 	}
 	out, aliased, err := translateListing(b, s)
 	if err != nil {
@@ -132,9 +141,6 @@ func (l *listings) translate(b []byte, s *Server) ([]byte, int, error) {
 		out = slices.Clip(slices.Clone(out))
 	}
 	l.key, l.gen, l.valid, l.last, l.aliased = key, gen, true, out, aliased
-	if out == nil {
-		return b, 0, nil
-	}
 	return out, aliased, nil
 }
 
@@ -248,7 +254,7 @@ func (s *Server) translateImage(dst, img []byte) ([]byte, error) {
 	return out, nil
 }
 
-// key returns the key of the listing b; ok is false if b is not a
+// keyOf returns the key of the listing b; ok is false if b is not a
 // sequence of protobuf fields.
 func (l *listings) keyOf(b []byte) (k listingKey, ok bool) {
 	k.size = len(b)
@@ -267,6 +273,133 @@ func (l *listings) keyOf(b []byte) (k listingKey, ok bool) {
 		b = b[n+m:]
 	}
 	return k, true
+}
+
+// keyOfBuffers is keyOf of the listing split into buffers, read where it
+// lies: a field may start in one buffer and end in another. Across buffers
+// it reads the wire types a listing has (varints, fixed-size and
+// length-delimited fields); ok is false at any other, and at anything that
+// does not parse, which keyOf then tells apart.
+func (l *listings) keyOfBuffers(msg mem.BufferSlice) (k listingKey, ok bool) {
+	var h [2]maphash.Hash
+	h[0].SetSeed(l.seeds[0])
+	h[1].SetSeed(l.seeds[1])
+	r := bufferReader{msg: msg}
+	for !r.done() {
+		// Most fields lie in one buffer: they are read there, as keyOf
+		// reads them.
+		if num, typ, n := protowire.ConsumeTag(r.cur); n > 0 {
+			if m := protowire.ConsumeFieldValue(num, typ, r.cur[n:]); m >= 0 {
+				k.fields++
+				k.sums[0] += maphash.Bytes(l.seeds[0], r.cur[:n+m])
+				k.sums[1] += maphash.Bytes(l.seeds[1], r.cur[:n+m])
+				r.cur = r.cur[n+m:]
+				r.read += n + m
+				continue
+			}
+		}
+		h[0].Reset()
+		h[1].Reset()
+		tag, ok := r.varint(&h)
+		if !ok {
+			return k, false
+		}
+		num, typ := protowire.DecodeTag(tag)
+		if tag>>3 > math.MaxInt32 || num < protowire.MinValidNumber {
+			return k, false
+		}
+		switch typ {
+		case protowire.VarintType:
+			ok = r.skipVarint(&h)
+		case protowire.Fixed32Type:
+			ok = r.copy(&h, 4)
+		case protowire.Fixed64Type:
+			ok = r.copy(&h, 8)
+		case protowire.BytesType:
+			var n uint64
+			if n, ok = r.varint(&h); ok {
+				ok = r.copy(&h, n)
+			}
+		default:
+			ok = false
+		}
+		if !ok {
+			return k, false
+		}
+		k.fields++
+		k.sums[0] += h[0].Sum64()
+		k.sums[1] += h[1].Sum64()
+	}
+	k.size = r.read
+	return k, true
+}
+
+// bufferReader reads a message split into buffers, and hashes what it reads.
+type bufferReader struct {
+	msg  mem.BufferSlice
+	i    int    // msg[i] is the buffer being read
+	cur  []byte // what is left of it
+	read int    // bytes read
+}
+
+// fill makes cur the rest of the first buffer with bytes left; false at
+// the end of the message.
+func (r *bufferReader) fill() bool {
+	for len(r.cur) == 0 {
+		if r.i >= len(r.msg) {
+			return false
+		}
+		r.cur = r.msg[r.i].ReadOnlyData()
+		r.i++
+	}
+	return true
+}
+
+func (r *bufferReader) done() bool { return !r.fill() }
+
+// copy hashes the next n bytes; false if the message is shorter.
+func (r *bufferReader) copy(h *[2]maphash.Hash, n uint64) bool {
+	for n > 0 {
+		if !r.fill() {
+			return false
+		}
+		c := r.cur[:min(n, uint64(len(r.cur)))]
+		h[0].Write(c)
+		h[1].Write(c)
+		r.cur = r.cur[len(c):]
+		r.read += len(c)
+		n -= uint64(len(c))
+	}
+	return true
+}
+
+// varint hashes and decodes the next varint, as protowire.ConsumeVarint
+// reads it.
+func (r *bufferReader) varint(h *[2]maphash.Hash) (uint64, bool) {
+	var v uint64
+	for i := 0; i < binary.MaxVarintLen64; i++ {
+		if !r.fill() {
+			return 0, false
+		}
+		c := r.cur[0]
+		h[0].WriteByte(c)
+		h[1].WriteByte(c)
+		r.cur = r.cur[1:]
+		r.read++
+		if i == binary.MaxVarintLen64-1 && c > 1 {
+			return 0, false // overflows 64 bits
+		}
+		v |= uint64(c&0x7f) << (7 * i)
+		if c < 0x80 {
+			return v, true
+		}
+	}
+	return 0, false
+}
+
+func (r *bufferReader) skipVarint(h *[2]maphash.Hash) bool {
+	_, ok := r.varint(h)
+	return ok
 }
 
 // listedIDs returns the image ids of an undecoded ListImagesResponse.

@@ -2,11 +2,13 @@ package proxy
 
 import (
 	"fmt"
+	"hash/maphash"
 	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
 
+	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -149,9 +151,10 @@ func TestListingTranslationEqualsDecoding(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// Twice: the second answer comes from the cache.
+		// Twice: the second answer comes from the cache. The answer comes
+		// in buffers split anywhere, as gRPC may receive it.
 		for round := range 2 {
-			got, _, err := s.listings.translate(raw, s)
+			got, _, err := translateBuffers(s, split(r, raw))
 			if err != nil {
 				t.Fatalf("case %d: %v", i, err)
 			}
@@ -167,6 +170,84 @@ func TestListingTranslationEqualsDecoding(t *testing.T) {
 				t.Fatalf("case %d round %d:\nraw path: %v\ndecoded:  %v\naliases: %v", i, round, &gotResp, want, aliases.byName)
 			}
 		}
+	}
+}
+
+// translateBuffers is listings.translate, which returns nil for a listing
+// that goes out as it came; translateBuffers returns that listing.
+func translateBuffers(s *Server, msg mem.BufferSlice) ([]byte, int, error) {
+	data, n, err := s.listings.translate(msg, s)
+	if data == nil && err == nil {
+		return msg.Materialize(), n, nil
+	}
+	return data, n, err
+}
+
+// split cuts b into up to 5 buffers at random places (empty ones among
+// them), as gRPC hands over a message received in several frames.
+func split(r *rand.Rand, b []byte) mem.BufferSlice {
+	cuts := []int{0, len(b)}
+	for range r.IntN(5) {
+		cuts = append(cuts, r.IntN(len(b)+1))
+	}
+	slices.Sort(cuts)
+	var out mem.BufferSlice
+	for i := 1; i < len(cuts); i++ {
+		out = append(out, mem.SliceBuffer(b[cuts[i-1]:cuts[i]]))
+	}
+	return out
+}
+
+// TestListingKeyOfBuffers: the key of a listing read in the buffers it came
+// in is its key read in one piece, however it is split, for well-formed
+// listings with top-level fields of every wire type a listing can have;
+// anything keyOf refuses, keyOfBuffers refuses too.
+func TestListingKeyOfBuffers(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	var l listings
+	l.seeds = [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()}
+	for i := range 5000 {
+		raw, err := proto.Marshal(randomListing(r, 10))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range r.IntN(3) { // fields a listing does not define
+			num := protowire.Number(2 + r.IntN(1000))
+			switch r.IntN(4) {
+			case 0:
+				raw = protowire.AppendVarint(protowire.AppendTag(raw, num, protowire.VarintType), r.Uint64())
+			case 1:
+				raw = protowire.AppendFixed32(protowire.AppendTag(raw, num, protowire.Fixed32Type), r.Uint32())
+			case 2:
+				raw = protowire.AppendFixed64(protowire.AppendTag(raw, num, protowire.Fixed64Type), r.Uint64())
+			default:
+				raw = protowire.AppendString(protowire.AppendTag(raw, num, protowire.BytesType), strings.Repeat("x", r.IntN(300)))
+			}
+		}
+		want, ok := l.keyOf(raw)
+		if !ok {
+			t.Fatalf("case %d: keyOf refused a well-formed listing", i)
+		}
+		got, ok := l.keyOfBuffers(split(r, raw))
+		if !ok || got != want {
+			t.Fatalf("case %d: keyOfBuffers = %v, %v; keyOf = %v", i, got, ok, want)
+		}
+		// Cut short, or with a byte changed: whatever keyOf says, the
+		// same or a refusal.
+		bad := slices.Clone(raw[:r.IntN(len(raw)+1)])
+		if len(bad) > 0 && r.IntN(2) == 0 {
+			bad[r.IntN(len(bad))] = byte(r.Uint32())
+		}
+		want, wantOK := l.keyOf(bad)
+		got, ok = l.keyOfBuffers(split(r, bad))
+		if ok && (!wantOK || got != want) {
+			t.Fatalf("case %d: keyOfBuffers(%x) = %v; keyOf = %v, %v", i, bad, got, want, wantOK)
+		}
+	}
+	// A varint of 10 bytes whose last one is over 1 overflows.
+	over := append(protowire.AppendTag(nil, 2, protowire.VarintType), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02)
+	if _, ok := l.keyOfBuffers(split(r, over)); ok {
+		t.Error("keyOfBuffers read an overflowing varint")
 	}
 }
 
@@ -206,7 +287,7 @@ func TestListingCache(t *testing.T) {
 		}
 	}
 	raw, _ := proto.Marshal(listing)
-	first, _, err := s.listings.translate(raw, s)
+	first, _, err := translateBuffers(s, split(r, raw))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,7 +301,7 @@ func TestListingCache(t *testing.T) {
 	// The same images in another order: the answer kept is the answer.
 	slices.Reverse(listing.Images)
 	reordered, _ := proto.Marshal(listing)
-	got, _, err := s.listings.translate(reordered, s)
+	got, _, err := translateBuffers(s, split(r, reordered))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -232,7 +313,7 @@ func TestListingCache(t *testing.T) {
 	// One image fewer: translated again.
 	listing.Images = listing.Images[1:]
 	fewer, _ := proto.Marshal(listing)
-	got, _, err = s.listings.translate(fewer, s)
+	got, _, err = translateBuffers(s, split(r, fewer))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -246,7 +327,7 @@ func TestListingCache(t *testing.T) {
 	if err := aliases.Put(a); err != nil {
 		t.Fatal(err)
 	}
-	got, _, err = s.listings.translate(fewer, s)
+	got, _, err = translateBuffers(s, split(r, fewer))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -261,12 +342,12 @@ func TestListingCache(t *testing.T) {
 
 	// A listing without aliased images comes back as it was sent.
 	s2 := New(nil, nil, newMemAliases())
-	if got, n, _ := s2.listings.translate(raw, s2); n != 0 || &got[0] != &raw[0] {
+	if got, n, _ := s2.listings.translate(split(r, raw), s2); n != 0 || got != nil {
 		t.Errorf("a listing without aliases was copied (%d aliased)", n)
 	}
 
 	// Bytes that are not a listing are an error, not a panic.
-	if _, _, err := s.listings.translate([]byte{0x0a, 0xff}, s); err == nil {
+	if _, _, err := translateBuffers(s, split(r, []byte{0x0a, 0xff})); err == nil {
 		t.Error("a truncated listing was accepted")
 	}
 }

@@ -35,7 +35,13 @@ func (c cannedConn) Invoke(_ context.Context, _ string, _, reply any, _ ...grpc.
 	case *frame:
 		f.data = answer
 	case *pooledFrame:
-		f.buf = mem.SliceBuffer(answer)
+		// In frames of 16 KiB, as gRPC receives a message.
+		f.data = nil
+		for b := answer; len(b) > 0; {
+			n := min(len(b), 16<<10)
+			f.data = append(f.data, mem.SliceBuffer(b[:n]))
+			b = b[n:]
+		}
 	case proto.Message:
 		return proto.Unmarshal(answer, f)
 	default:

@@ -21,25 +21,26 @@ import (
 // forward it, and new CRI methods keep working without a rebuild.
 type frame struct{ data []byte }
 
-// pooledFrame is an undecoded message kept in the buffer of gRPC's pool it
-// was received in (or copied to), not in a new slice: the runtime's answer
-// to an unfiltered ListImages is a megabyte or more on every call, and a
-// copy would be as much garbage. Its holder frees it, or hands it to gRPC
-// to send: Marshal passes the buffer on, and gRPC frees it once written.
-type pooledFrame struct{ buf mem.Buffer }
+// pooledFrame is an undecoded message kept in the buffers of gRPC's pool it
+// was received in, not copied out of them: the runtime's answer to an
+// unfiltered ListImages is a megabyte or more on every call, and a copy
+// would be as much garbage, or as much memory held by a pool. Its holder
+// frees it, or hands it to gRPC to send: Marshal passes the buffers on, and
+// gRPC frees them once written.
+type pooledFrame struct{ data mem.BufferSlice }
 
+// bytes returns the message in one piece: the buffer it came in, or a copy
+// joining its buffers.
 func (f *pooledFrame) bytes() []byte {
-	if f.buf == nil {
-		return nil
+	if len(f.data) == 1 {
+		return f.data[0].ReadOnlyData()
 	}
-	return f.buf.ReadOnlyData()
+	return f.data.Materialize()
 }
 
 func (f *pooledFrame) free() {
-	if f.buf != nil {
-		f.buf.Free()
-		f.buf = nil
-	}
+	f.data.Free()
+	f.data = nil
 }
 
 // Codec is the server codec: raw frames pass through as bytes, every other
@@ -60,12 +61,9 @@ func (c codec) Marshal(v any) (mem.BufferSlice, error) {
 	case *frame:
 		return mem.BufferSlice{mem.SliceBuffer(f.data)}, nil
 	case *pooledFrame:
-		if f.buf == nil {
-			return nil, nil
-		}
-		buf := f.buf
-		f.buf = nil // gRPC's now
-		return mem.BufferSlice{buf}, nil
+		data := f.data
+		f.data = nil // gRPC's now
+		return data, nil
 	}
 	return c.proto.Marshal(v)
 }
@@ -77,7 +75,8 @@ func (c codec) Unmarshal(data mem.BufferSlice, v any) error {
 		return nil
 	case *pooledFrame:
 		f.free()
-		f.buf = data.MaterializeToBuffer(mem.DefaultBufferPool()) // a reference: gRPC frees data
+		data.Ref() // gRPC frees data after Unmarshal; f keeps the buffers
+		f.data = data
 		return nil
 	}
 	return c.proto.Unmarshal(data, v)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -177,4 +178,42 @@ func grpcSeries(t *testing.T, reg prometheus.Gatherer) int {
 		}
 	}
 	return n
+}
+
+// TestPooledFrameKeepsBuffers: an undecoded answer is kept in the buffers
+// gRPC received it in, not copied to a buffer of its own, and outlives
+// gRPC's free of them until it is freed or sent.
+func TestPooledFrameKeepsBuffers(t *testing.T) {
+	pool := mem.DefaultBufferPool()
+	var data mem.BufferSlice
+	for i := range 3 {
+		b := pool.Get(16 << 10)
+		for j := range *b {
+			(*b)[j] = byte(i)
+		}
+		data = append(data, mem.NewBuffer(b, pool))
+	}
+	c := rawCodec()
+	f := new(pooledFrame)
+	if err := c.Unmarshal(data, f); err != nil {
+		t.Fatal(err)
+	}
+	data.Free() // as gRPC does after Unmarshal
+	if len(f.data) != len(data) {
+		t.Fatalf("the answer is in %d buffers, it came in %d", len(f.data), len(data))
+	}
+	for i := range data {
+		got := f.data[i].ReadOnlyData()
+		if &got[0] != &data[i].ReadOnlyData()[0] || got[len(got)-1] != byte(i) {
+			t.Fatalf("buffer %d was copied or changed", i)
+		}
+	}
+	sent, err := c.Marshal(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sent) != len(data) || f.data != nil {
+		t.Fatalf("Marshal sent %d buffers and left %d to the frame", len(sent), len(f.data))
+	}
+	sent.Free() // as gRPC does once written
 }

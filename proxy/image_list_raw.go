@@ -6,8 +6,10 @@ import (
 	"errors"
 	"hash/maphash"
 	"math"
+	"runtime/debug"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/mem"
@@ -89,6 +91,29 @@ type listings struct {
 	valid   bool
 	last    []byte
 	aliased int
+
+	releasing atomic.Bool // a releaseMemory is running
+}
+
+// releaseAfter is the size of a runtime's listing (about a thousand images)
+// from which its translation is followed by releaseMemory.
+const releaseAfter = 256 << 10
+
+// releaseMemory hands the memory the process does not use back to the
+// system, in the background, after the translation of a large listing. A
+// translation is rare (the images or the alias table changed) and goes
+// through several times the listing's size in garbage; the Go runtime
+// would keep that memory resident as room for its next collection, for as
+// long as the node's calls take to fill it, which on an idle node is
+// minutes. It costs one collection, against the translation's decoding of
+// every aliased image.
+func (l *listings) releaseMemory() {
+	if l.releasing.CompareAndSwap(false, true) {
+		go func() {
+			defer l.releasing.Store(false)
+			debug.FreeOSMemory()
+		}()
+	}
 }
 
 // listingKey identifies a runtime's answer whatever the order of its
@@ -141,6 +166,9 @@ func (l *listings) translate(msg mem.BufferSlice, s *Server) ([]byte, int, error
 		out = slices.Clip(slices.Clone(out))
 	}
 	l.key, l.gen, l.valid, l.last, l.aliased = key, gen, true, out, aliased
+	if len(b) >= releaseAfter {
+		l.releaseMemory()
+	}
 	return out, aliased, nil
 }
 

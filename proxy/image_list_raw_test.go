@@ -4,9 +4,11 @@ import (
 	"fmt"
 	"hash/maphash"
 	"math/rand/v2"
+	"runtime/metrics"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -248,6 +250,67 @@ func TestListingKeyOfBuffers(t *testing.T) {
 	over := append(protowire.AppendTag(nil, 2, protowire.VarintType), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02)
 	if _, ok := l.keyOfBuffers(split(r, over)); ok {
 		t.Error("keyOfBuffers read an overflowing varint")
+	}
+}
+
+// TestListingReleasesMemory: the translation of a large listing is
+// followed by a collection that hands the memory it went through back to
+// the system; the answers kept for it, and small listings, are not.
+func TestListingReleasesMemory(t *testing.T) {
+	forced := func() uint64 {
+		s := []metrics.Sample{{Name: "/gc/cycles/forced:gc-cycles"}}
+		metrics.Read(s)
+		return s[0].Value.Uint64()
+	}
+	settled := func(s *Server) {
+		t.Helper()
+		for i := 0; s.listings.releasing.Load(); i++ {
+			if i == 500 {
+				t.Fatal("the release did not end within 5s")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	listingOf := func(n int) []byte {
+		l := &runtimeapi.ListImagesResponse{}
+		for i := range n {
+			l.Images = append(l.Images, &runtimeapi.Image{
+				Id:       fmt.Sprintf("sha256:%064d", i),
+				RepoTags: []string{fmt.Sprintf("m0.test/mirror/app%d:1", i)},
+			})
+		}
+		raw, err := proto.Marshal(l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return raw
+	}
+	s := New(nil, nil, newMemAliases(store.Alias{Name: "docker.io/library/app0:1", ImageID: fmt.Sprintf("sha256:%064d", 0), Mirror: "m0.test/mirror/app0:1"}))
+	r := rand.New(rand.NewPCG(7, 8))
+
+	large := listingOf(5000)
+	if len(large) < releaseAfter {
+		t.Fatalf("the large listing has %d bytes, under %d", len(large), releaseAfter)
+	}
+	before := forced()
+	if _, n, err := translateBuffers(s, split(r, large)); err != nil || n != 1 {
+		t.Fatalf("translate: %d aliased, %v", n, err)
+	}
+	settled(s)
+	if forced() == before {
+		t.Error("the translation of a large listing was not followed by a collection")
+	}
+
+	before = forced()
+	if _, _, err := translateBuffers(s, split(r, large)); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := translateBuffers(s, split(r, listingOf(10))); err != nil {
+		t.Fatal(err)
+	}
+	settled(s)
+	if forced() != before {
+		t.Error("the answer kept for a large listing, or a small listing's translation, was followed by a collection")
 	}
 }
 

@@ -94,9 +94,19 @@ func benchServerWith(b *testing.B, n int, conn cannedConn) *Server {
 // transport on either side.
 func BenchmarkImageStatusServer(b *testing.B) {
 	s := benchServer(b, 5000, fmt.Sprintf("sha256:%064x", 1<<40))
+	benchImageStatus(b, s, "registry.k8s.io/pause:3.10", func(out any) {
+		if _, ok := out.(*frame); !ok {
+			b.Fatalf("answer %T, want the runtime's undecoded one", out)
+		}
+	})
+}
+
+// benchImageStatus measures ImageStatus(image) through s's interceptors
+// and handler; check, if set, looks at each answer.
+func benchImageStatus(b *testing.B, s *Server, image string, check func(any)) {
 	gs := s.NewGRPCServer()
 	defer gs.Stop()
-	req, err := proto.Marshal(&runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: "registry.k8s.io/pause:3.10"}})
+	req, err := proto.Marshal(&runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: image}})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -108,8 +118,8 @@ func BenchmarkImageStatusServer(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, ok := out.(*frame); !ok {
-			b.Fatalf("answer %T, want the runtime's undecoded one", out)
+		if check != nil {
+			check(out)
 		}
 	}
 }
@@ -126,21 +136,7 @@ func BenchmarkImageStatusServerByName(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	s := benchServerWith(b, 5000, canned(answer))
-	gs := s.NewGRPCServer()
-	defer gs.Stop()
-	req, err := proto.Marshal(&runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: "docker.io/team/app-00000:v1"}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	dec := func(m any) error { m.(*frame).data = req; return nil }
-	chain := s.unaryInterceptor()
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := imageStatusHandler(s, context.Background(), dec, chain); err != nil {
-			b.Fatal(err)
-		}
-	}
+	benchImageStatus(b, benchServerWith(b, 5000, canned(answer)), "docker.io/team/app-00000:v1", nil)
 }
 
 // BenchmarkListImagesServer is the proxy's own work on an unfiltered

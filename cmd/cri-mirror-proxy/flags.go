@@ -211,6 +211,30 @@ func (f *flags) Duration(p *time.Duration, name string, def time.Duration, usage
 	f.fs.DurationVar(p, name, def, f.help(name, usage))
 }
 
+// Count is a whole number, zero or more.
+func (f *flags) Count(p *int, name string, def int, usage string) {
+	*p = preset(f, name, def, parseCount)
+	f.fs.Var((*countValue)(p), name, f.help(name, usage))
+}
+
+type countValue int
+
+func (c *countValue) String() string { return strconv.Itoa(int(*c)) }
+
+func (c *countValue) Set(s string) error {
+	n, err := parseCount(s)
+	*c = countValue(n)
+	return err
+}
+
+func parseCount(s string) (int, error) {
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("%q is not a whole number, zero or more", s)
+	}
+	return n, nil
+}
+
 // Mode is an octal file mode such as 0660.
 func (f *flags) Mode(p *uint64, name string, def uint64, usage string) {
 	*p = preset(f, name, def, parseMode)

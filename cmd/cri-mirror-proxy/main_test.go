@@ -3,9 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 
@@ -305,5 +307,52 @@ func TestSampleHeap(t *testing.T) {
 	sampleHeap(true)
 	if runtime.MemProfileRate != 512*1024 {
 		t.Errorf("with --pprof: MemProfileRate = %d, want the runtime's default 512 KiB", runtime.MemProfileRate)
+	}
+}
+
+// TestProcs: --procs sets how many threads run Go code, 1 unless said
+// otherwise or GOMAXPROCS is in the environment, and a negative or
+// non-numeric value is refused with the flag's name.
+func TestProcs(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
+	file, dir := writeConf(t, cliRules)
+	conf := []string{"--registries-conf", file, "--registries-conf-dir", dir}
+	for _, tc := range []struct {
+		args []string
+		env  string // GOMAXPROCS, "" unset
+		want int
+	}{
+		{nil, "", 1},
+		{[]string{"--procs", "3"}, "", 3},
+		{nil, "2", 0},
+		{[]string{"--procs", "1"}, "2", 1},
+	} {
+		t.Setenv("GOMAXPROCS", tc.env) // restored when the test ends
+		if tc.env == "" {
+			os.Unsetenv("GOMAXPROCS")
+		}
+		c, err := parseServe("serve", append(slices.Clone(conf), tc.args...), io.Discard, io.Discard)
+		if err != nil {
+			t.Fatalf("%q: %v", tc.args, err)
+		}
+		if c.procs != tc.want {
+			t.Errorf("%q with GOMAXPROCS=%q: procs %d, want %d", tc.args, tc.env, c.procs, tc.want)
+		}
+	}
+	runtime.GOMAXPROCS(4)
+	setProcs(0)
+	if n := runtime.GOMAXPROCS(0); n != 4 {
+		t.Errorf("--procs 0 changed GOMAXPROCS to %d", n)
+	}
+	setProcs(1)
+	if n := runtime.GOMAXPROCS(0); n != 1 {
+		t.Errorf("--procs 1: GOMAXPROCS %d", n)
+	}
+	for _, bad := range []string{"-1", "two"} {
+		var errOut bytes.Buffer
+		_, err := parseServe("serve", append(slices.Clone(conf), "--procs", bad), io.Discard, &errOut)
+		if err == nil || !strings.Contains(errOut.String()+err.Error(), "procs") {
+			t.Errorf("--procs %s: err %v, stderr %q; want a refusal naming --procs", bad, err, errOut.String())
+		}
 	}
 }

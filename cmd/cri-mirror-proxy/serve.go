@@ -36,6 +36,7 @@ type serveConfig struct {
 	stateDir        string
 	metricsAddress  string
 	pprof           bool
+	procs           int
 	authFile        string
 	attemptTimeout  time.Duration
 	stallTimeout    time.Duration
@@ -82,6 +83,7 @@ func parseServe(name string, args []string, stdout, stderr io.Writer) (serveConf
 	f.String(&c.runtimeEndpoint, "runtime-endpoint", "unix:///run/containerd/containerd.sock", "CRI socket of the real runtime")
 	f.String(&c.stateDir, "state-dir", "/var/lib/cri-mirror-proxy", "directory of the alias database")
 	f.String(&c.metricsAddress, "metrics-address", "127.0.0.1:9464", "HTTP address for /metrics, /healthz, /readyz and /status (empty: off)")
+	f.Count(&c.procs, "procs", defaultProcs(), "threads running Go code at once (GOMAXPROCS); 0: Go's choice, one per CPU the process may use, or the GOMAXPROCS environment variable, which makes 0 the default")
 	f.Bool(&c.pprof, "pprof", false, "also serve /debug/pprof/ on the metrics address (anyone who can reach it can read stacks and start profiles)")
 	f.String(&c.authFile, "auth-file", "", "auth.json with credentials for mirror hosts (default: the containers/image search order)")
 	f.Duration(&c.attemptTimeout, "attempt-timeout", 0, "bound on a mirror attempt that has another candidate after it (0: the caller's deadline only)")
@@ -177,6 +179,7 @@ func serve(ctx context.Context, c serveConfig) error {
 	defer signal.Stop(hup)
 
 	sampleHeap(c.pprof)
+	setProcs(c.procs)
 
 	log, err := newLogger(c.logLevel, c.logFormat)
 	if err != nil {
@@ -271,7 +274,7 @@ func serve(ctx context.Context, c serveConfig) error {
 	}
 	log.WithFields(logrus.Fields{
 		"listen": c.listen, "runtime": c.runtimeEndpoint, "metrics": c.metricsAddress,
-		"aliases": aliases.Len(), "version": version,
+		"aliases": aliases.Len(), "version": version, "procs": runtime.GOMAXPROCS(0),
 	}).Info("cri-mirror-proxy serving")
 
 	// Under systemd (Type=notify) the unit becomes active only now, with the
@@ -329,6 +332,30 @@ func sampleHeap(pprof bool) {
 		runtime.MemProfileRate = defaultMemProfileRate
 	} else {
 		runtime.MemProfileRate = 0
+	}
+}
+
+// defaultProcs is --procs when it is not set: one, unless GOMAXPROCS is
+// set in the environment, which Go has applied already.
+//
+// One is enough, and faster: the proxy's own work in a call is tens of
+// microseconds, and the rest is waiting on two sockets. A second thread
+// running Go code adds no throughput to that, but every call then wakes it
+// to look for work and puts it back to sleep (futex), which costs more than
+// the call's own work (test/bench/RESULTS.md: proxy CPU and latency per
+// call against the reference hop, --procs 1 and 2 side by side).
+func defaultProcs() int {
+	if os.Getenv("GOMAXPROCS") != "" {
+		return 0
+	}
+	return 1
+}
+
+// setProcs applies --procs: n threads run Go code at once, or Go's own
+// choice for 0.
+func setProcs(n int) {
+	if n > 0 {
+		runtime.GOMAXPROCS(n)
 	}
 }
 

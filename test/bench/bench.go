@@ -30,6 +30,12 @@ type bench struct {
 	// itself (an A/A test), reported beside every proxy/hop ratio.
 	hopB  *target
 	hopBP *hopProcess
+	// hopN is the hop on the proxy's number of threads (-hop-procs,
+	// "hop-N"): the proxy runs on one by default (--procs), and a hop on
+	// one is faster than the hop on the Go runtime's default; proxy/hop-N
+	// is the proxy's cost over a forwarder tuned as it is.
+	hopN  *target
+	hopNP *hopProcess
 
 	// first is the optional proxy that always probes before pulling
 	// (-probe-first), "proxy-probe-first".
@@ -105,7 +111,7 @@ func newBench(ctx context.Context, cfg *config) (*bench, error) {
 			return nil, err
 		}
 	}
-	if b.hopP, err = startHopProcess(ctx, hopSock, cfg.containerdSock, b.hopPprof); err != nil {
+	if b.hopP, err = startHopProcess(ctx, hopSock, cfg.containerdSock, b.hopPprof, 0); err != nil {
 		b.close()
 		return nil, err
 	}
@@ -115,13 +121,24 @@ func newBench(ctx context.Context, cfg *config) (*bench, error) {
 		return nil, err
 	}
 	hopBSock := filepath.Join(cfg.workDir, "hop-b.sock")
-	if b.hopBP, err = startHopProcess(ctx, hopBSock, cfg.containerdSock, ""); err != nil {
+	if b.hopBP, err = startHopProcess(ctx, hopBSock, cfg.containerdSock, "", 0); err != nil {
 		b.close()
 		return nil, err
 	}
 	if b.hopB, err = dial("hop-b", hopBSock); err != nil {
 		b.close()
 		return nil, err
+	}
+	if cfg.hopProcs > 0 {
+		sock := filepath.Join(cfg.workDir, "hop-n.sock")
+		if b.hopNP, err = startHopProcess(ctx, sock, cfg.containerdSock, "", cfg.hopProcs); err != nil {
+			b.close()
+			return nil, err
+		}
+		if b.hopN, err = dial(hopNName, sock); err != nil {
+			b.close()
+			return nil, err
+		}
 	}
 	return b, nil
 }
@@ -138,12 +155,12 @@ func freeLoopbackAddr() (string, error) {
 }
 
 func (b *bench) close() {
-	for _, t := range []*target{b.direct, b.hop, b.hopB, b.proxy, b.first, b.tagOn, b.cmp} {
+	for _, t := range []*target{b.direct, b.hop, b.hopB, b.hopN, b.proxy, b.first, b.tagOn, b.cmp} {
 		if t != nil {
 			t.close()
 		}
 	}
-	for _, h := range []*hopProcess{b.hopP, b.hopBP} {
+	for _, h := range []*hopProcess{b.hopP, b.hopBP, b.hopNP} {
 		if h != nil {
 			h.stop()
 		}
@@ -233,3 +250,6 @@ func (b *bench) large(ctx context.Context) error {
 	}
 	return b.manyAliasesMemory(ctx)
 }
+
+// hopNName is the target name of the hop on the proxy's threads (hopN).
+const hopNName = "hop-n"

@@ -131,14 +131,18 @@ type hopProcess struct {
 }
 
 // startHopProcess runs this binary again with -hop and waits until the hop
-// answers an ImageService call.
-func startHopProcess(ctx context.Context, sock, containerdSock, pprofAddr string) (*hopProcess, error) {
+// answers an ImageService call. procs > 0 runs it with GOMAXPROCS=procs,
+// 0 with the Go runtime's own choice.
+func startHopProcess(ctx context.Context, sock, containerdSock, pprofAddr string, procs int) (*hopProcess, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(self, "-hop", sock, "-containerd", containerdSock, "-hop-pprof", pprofAddr)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if procs > 0 {
+		cmd.Env = append(os.Environ(), fmt.Sprintf("GOMAXPROCS=%d", procs))
+	}
 	// The hop must not outlive the driver, whatever kills the driver. It
 	// gets a session of its own, as test/lib.sh gives the proxy (setsid):
 	// with the kernel's autogroup scheduling, processes of one session share

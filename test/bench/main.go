@@ -68,6 +68,7 @@ type config struct {
 	workDir         string
 
 	many         int
+	hopProcs     int
 	statusRounds int
 	listRounds   int
 	manyRounds   int
@@ -132,6 +133,7 @@ func parseFlags() *config {
 	flag.StringVar(&c.workDir, "work-dir", "", "directory for the hop's socket (short path)")
 
 	flag.IntVar(&c.many, "images", 5000, "size of the large image set (0: skip the large case)")
+	flag.IntVar(&c.hopProcs, "hop-procs", 1, "also measure a hop running on this many threads (GOMAXPROCS), the proxy's --procs, in the pass-through phase (0: no such hop)")
 	flag.IntVar(&c.statusRounds, "status-rounds", 3000, "ImageStatus samples per target")
 	flag.IntVar(&c.listRounds, "list-rounds", 2000, "ListImages samples per target with 10 images")
 	flag.IntVar(&c.manyRounds, "many-rounds", 300, "ListImages samples per target with the large set")

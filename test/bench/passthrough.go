@@ -49,6 +49,9 @@ func (b *bench) passThrough(ctx context.Context, listRounds int) error {
 		return err
 	}
 	targets := []*target{b.direct, b.hop, b.hopB, b.proxy}
+	if b.hopN != nil {
+		targets = append(targets, b.hopN)
+	}
 	if b.cmp != nil {
 		if err := b.cmpAllocs.calibrate(ctx); err != nil {
 			return err
@@ -152,6 +155,10 @@ func (b *bench) passThrough(ctx context.Context, listRounds int) error {
 			ratio(row.st["proxy"].p50, row.st["hop"].p50), ratio(row.st["proxy"].p99, row.st["hop"].p99),
 			ratio(row.st["hop-b"].p50, row.st["hop"].p50), ratio(row.st["hop-b"].p99, row.st["hop"].p99),
 			us(row.hopCPU), us(row.proxyCPU), row.allocs, row.other)
+		if n, ok := row.st[hopNName]; ok {
+			logf("  hop on %d thread(s): p50 %s, proxy/hop-n p50 %.2f p99 %.2f", b.cfg.hopProcs, us(n.p50),
+				ratio(row.st["proxy"].p50, n.p50), ratio(row.st["proxy"].p99, n.p99))
+		}
 		if err := b.profile(ctx, r.call, images, r.fn); err != nil {
 			return err
 		}
@@ -172,7 +179,11 @@ func (b *bench) cpu() (cpuSnap, error) {
 	if s.total, err = systemBusy(); err != nil {
 		return s, err
 	}
-	for _, pid := range []int{b.cfg.proxyPID, b.hopPID, b.hopBP.pid(), b.cfg.comparePID, b.cfg.containerdPID, b.cfg.registryPID, os.Getpid()} {
+	hopNPID := 0
+	if b.hopNP != nil {
+		hopNPID = b.hopNP.pid()
+	}
+	for _, pid := range []int{b.cfg.proxyPID, b.hopPID, b.hopBP.pid(), hopNPID, b.cfg.comparePID, b.cfg.containerdPID, b.cfg.registryPID, os.Getpid()} {
 		if pid == 0 {
 			continue
 		}

@@ -125,6 +125,9 @@ func latencyCheck(row latencyRow, p50Limit, p99Limit float64) check {
 	}
 	c.measured = fmt.Sprintf("p50 %s, p99 %s (hop-b/hop: %s, %s)", pct(p50), pct(p99),
 		pct(ratio(hopB.p50, hop.p50)), pct(ratio(hopB.p99, hop.p99)))
+	if n, ok := row.st[hopNName]; ok {
+		c.measured += fmt.Sprintf("; proxy/hop-n: %s, %s", pct(ratio(proxy.p50, n.p50)), pct(ratio(proxy.p99, n.p99)))
+	}
 	c.met = p50 <= p50Limit && p99 <= p99Limit
 	return c
 }
@@ -337,6 +340,20 @@ func (b *bench) write(w io.Writer) {
 	}
 	t.write(w)
 
+	if b.cfg.hopProcs > 0 {
+		fmt.Fprintf(w, "\n### Against a hop on the proxy's threads (hop-n: GOMAXPROCS=%d, -hop-procs)\n\n", b.cfg.hopProcs)
+		fmt.Fprintf(w, "The proxy runs on --procs threads (1 by default); hop and hop-b on the Go runtime's default. hop-n is\n")
+		fmt.Fprintf(w, "the same hop on the proxy's number: hop-n/hop is what that setting alone is worth to a forwarder,\n")
+		fmt.Fprintf(w, "and proxy/hop-n the proxy's own cost over a forwarder run as it is.\n\n")
+		t = table{header: []string{"call", "images", "hop p50", "hop-n p50", "proxy p50", "hop-n/hop p50", "proxy/hop-n p50", "proxy/hop-n p99"}}
+		for _, r := range b.latency {
+			h, n, p := r.st["hop"], r.st[hopNName], r.st["proxy"]
+			t.add(r.call, fmt.Sprint(r.images), us(h.p50), us(n.p50), us(p.p50),
+				x(ratio(n.p50, h.p50)), x(ratio(p.p50, n.p50)), x(ratio(p.p99, n.p99)))
+		}
+		t.write(w)
+	}
+
 	if b.cmp != nil {
 		fmt.Fprintf(w, "\n### Side by side with a second build (proxy-b, -compare)\n\n")
 		t = table{header: []string{"call", "images", "proxy p50", "proxy-b p50", "proxy/hop p50", "proxy-b/hop p50",
@@ -449,7 +466,10 @@ const method = `- **Reference hop**: a gRPC server in its own process (the drive
   own cost. It runs as a separate process in a session of its own, as the proxy does: inside
   the driver, or in the driver's scheduling group (kernel autogroup), it would look cheaper than
   any proxy can be. A second identical hop (hop-b) is measured too; hop-b/hop is the error of
-  the method itself (about ±3% on p50 on a quiet 2-CPU machine).
+  the method itself (about ±3% on p50 on a quiet 2-CPU machine). hop and hop-b run on the Go
+  runtime's default number of threads (GOMAXPROCS: one per CPU); the proxy on its --procs (1 by
+  default). A third hop, hop-n, runs on -hop-procs threads (1 by default) and is measured in the
+  pass-through phase too: proxy/hop-n compares the proxy with a forwarder run as it is.
 - **Interleaving**: every round calls each target once in a fresh random order, so drift
   (CPU frequency, caches, containerd's GC) lands on all targets alike. Warm-up rounds (5%) are
   not recorded. Each call carries a 30s deadline, as kubelet's do.

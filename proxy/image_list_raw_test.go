@@ -463,3 +463,47 @@ func TestStatusTranslationEqualsDecoding(t *testing.T) {
 		t.Errorf("an empty answer: found %v, %v; want an absent image", found, err)
 	}
 }
+
+// TestStatusRequestByIDEqualsDecoding: the request by image id made from
+// the undecoded request is the request decoded, given the id (withImage)
+// and encoded again, with its other fields, unknown ones included, kept;
+// over thousands of generated requests.
+func TestStatusRequestByIDEqualsDecoding(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	for i := range 3000 {
+		spec := &runtimeapi.ImageSpec{Image: fmt.Sprintf("docker.io/library/app%d:%d", r.IntN(50), r.IntN(9))}
+		if r.IntN(2) == 0 {
+			spec.Annotations = map[string]string{"a": fmt.Sprint(i), "b": "x"}
+		}
+		if r.IntN(2) == 0 {
+			spec.UserSpecifiedImage = "app:" + fmt.Sprint(i)
+		}
+		if r.IntN(3) == 0 {
+			spec.RuntimeHandler = "runc"
+		}
+		req := &runtimeapi.ImageStatusRequest{Image: spec, Verbose: r.IntN(2) == 0}
+		raw, err := proto.Marshal(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.IntN(4) == 0 { // a field this build does not know, in the request and in its spec
+			raw = protowire.AppendBytes(protowire.AppendTag(raw, 99, protowire.BytesType), []byte("later"))
+			specRaw := protowire.AppendVarint(protowire.AppendTag(slices.Clone(bytesField(raw, 1)), 77, protowire.VarintType), 5)
+			raw = withField(raw, 1, specRaw)
+			if err := proto.Unmarshal(raw, req); err != nil {
+				t.Fatal(err)
+			}
+		}
+		id := fmt.Sprintf("sha256:%064x", r.Uint64())
+		var got runtimeapi.ImageStatusRequest
+		if err := proto.Unmarshal(statusRequestByID(raw, id), &got); err != nil {
+			t.Fatalf("case %d: the request by id does not decode: %v", i, err)
+		}
+		want := &runtimeapi.ImageStatusRequest{Image: withImage(req.GetImage(), id), Verbose: req.GetVerbose()}
+		want.ProtoReflect().SetUnknown(req.ProtoReflect().GetUnknown())
+		want.Image.ProtoReflect().SetUnknown(req.GetImage().ProtoReflect().GetUnknown())
+		if !proto.Equal(&got, want) {
+			t.Fatalf("case %d:\nraw path: %v\ndecoded:  %v", i, &got, want)
+		}
+	}
+}

@@ -65,16 +65,8 @@ func (s *Server) imageStatusFrame(ctx context.Context, in *frame) (any, error) {
 // cache of translated images. The same image is asked about before every
 // start of each of its containers, under the name the pod gives.
 func (s *Server) aliasStatusFrame(ctx context.Context, in *frame, a store.Alias) (any, error) {
-	var req runtimeapi.ImageStatusRequest
-	if err := proto.Unmarshal(in.data, &req); err != nil {
-		return nil, err
-	}
-	byID, err := proto.Marshal(&runtimeapi.ImageStatusRequest{Image: withImage(req.GetImage(), a.ImageID), Verbose: req.GetVerbose()})
-	if err != nil {
-		return nil, err
-	}
 	out := new(frame)
-	if err := s.conn.Invoke(ctx, runtimeapi.ImageService_ImageStatus_FullMethodName, &frame{data: byID}, out, rawCall); err != nil {
+	if err := s.conn.Invoke(ctx, runtimeapi.ImageService_ImageStatus_FullMethodName, &frame{data: statusRequestByID(in.data, a.ImageID)}, out, rawCall); err != nil {
 		return nil, err
 	}
 	img, found, err := lastField(out.data, 1) // ImageStatusResponse.image
@@ -83,6 +75,10 @@ func (s *Server) aliasStatusFrame(ctx context.Context, in *frame, a store.Alias)
 	}
 	if !found {
 		s.dropStale(a)
+		var req runtimeapi.ImageStatusRequest
+		if err := proto.Unmarshal(in.data, &req); err != nil {
+			return nil, err
+		}
 		return s.forwardStatus(ctx, &req)
 	}
 	if !isImageID(a.ImageID) {
@@ -93,6 +89,16 @@ func (s *Server) aliasStatusFrame(ctx context.Context, in *frame, a store.Alias)
 		return nil, err
 	}
 	return &frame{data: withField(out.data, 1, t)}, nil
+}
+
+// statusRequestByID is the ImageStatusRequest req (undecoded) asking for
+// image id instead of the name it gives: ImageSpec.image replaced, every
+// other field of the request and of its ImageSpec (verbose, annotations,
+// user_specified_image, runtime_handler, fields this build does not know)
+// kept as they came. req has been parsed (bytesField found a name in it).
+func statusRequestByID(req []byte, id string) []byte {
+	spec := bytesField(req, 1) // ImageStatusRequest.image
+	return withField(req, 1, withField(spec, 1, []byte(id)))
 }
 
 // statuses caches translated images, as the runtime sent them → as the

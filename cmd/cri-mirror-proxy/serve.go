@@ -338,12 +338,13 @@ func sampleHeap(pprof bool) {
 // defaultProcs is --procs when it is not set: one, unless GOMAXPROCS is
 // set in the environment, which Go has applied already.
 //
-// One is enough, and faster: the proxy's own work in a call is tens of
+// One is enough, and faster: the proxy's own work in a call is a few
 // microseconds, and the rest is waiting on two sockets. A second thread
-// running Go code adds no throughput to that, but every call then wakes it
-// to look for work and puts it back to sleep (futex), which costs more than
+// running Go code adds no throughput to that, but a call then wakes it to
+// look for work and puts it back to sleep (futex), which costs more than
 // the call's own work (test/bench/RESULTS.md: proxy CPU and latency per
-// call against the reference hop, --procs 1 and 2 side by side).
+// call against the reference hop, one thread and Go's default side by
+// side).
 func defaultProcs() int {
 	if os.Getenv("GOMAXPROCS") != "" {
 		return 0

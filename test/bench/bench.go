@@ -31,9 +31,9 @@ type bench struct {
 	hopB  *target
 	hopBP *hopProcess
 	// hopN is the hop on the proxy's number of threads (-hop-procs,
-	// "hop-N"): the proxy runs on one by default (--procs), and a hop on
-	// one is faster than the hop on the Go runtime's default; proxy/hop-N
-	// is the proxy's cost over a forwarder tuned as it is.
+	// "hop-n"): the proxy runs on one by default (--procs), and a hop on
+	// one is faster than the hop on the Go runtime's default; proxy/hop-n
+	// is the proxy's cost over a forwarder run as it is.
 	hopN  *target
 	hopNP *hopProcess
 

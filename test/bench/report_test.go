@@ -35,6 +35,26 @@ func TestLatencyCheck(t *testing.T) {
 	}
 }
 
+// A hop on the proxy's threads, when measured, is reported beside the
+// verdict, which stays against the hop the targets are defined on.
+func TestLatencyCheckWithHopN(t *testing.T) {
+	us := time.Microsecond
+	row := latencyRow{call: "ImageStatus, pass-through (no alias)", images: 10, st: map[string]stats{
+		"proxy":  {n: 100, p50: 100 * us, p99: 200 * us},
+		"hop":    {n: 100, p50: 100 * us, p99: 200 * us},
+		"hop-b":  {n: 100, p50: 100 * us, p99: 200 * us},
+		hopNName: {n: 100, p50: 80 * us, p99: 160 * us},
+	}}
+	c := latencyCheck(row, passP50, passP99)
+	if !c.met || !strings.Contains(c.measured, "proxy/hop-n: 1.25×, 1.25×") {
+		t.Errorf("met %v, measured %q; want met against hop, with proxy/hop-n 1.25× shown", c.met, c.measured)
+	}
+	delete(row.st, hopNName)
+	if c := latencyCheck(row, passP50, passP99); strings.Contains(c.measured, "hop-n") {
+		t.Errorf("no hop-n measured, yet the verdict names it: %q", c.measured)
+	}
+}
+
 func TestListCostCheck(t *testing.T) {
 	ms := time.Millisecond
 	for _, tc := range []struct {

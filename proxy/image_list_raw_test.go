@@ -496,7 +496,7 @@ func TestStatusRequestByIDEqualsDecoding(t *testing.T) {
 		}
 		id := fmt.Sprintf("sha256:%064x", r.Uint64())
 		var got runtimeapi.ImageStatusRequest
-		if err := proto.Unmarshal(statusRequestByID(raw, id), &got); err != nil {
+		if err := proto.Unmarshal(statusRequestByID(raw, bytesField(raw, 1), id), &got); err != nil {
 			t.Fatalf("case %d: the request by id does not decode: %v", i, err)
 		}
 		want := &runtimeapi.ImageStatusRequest{Image: withImage(req.GetImage(), id), Verbose: req.GetVerbose()}

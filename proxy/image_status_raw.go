@@ -37,12 +37,13 @@ func imageStatusHandler(srv any, ctx context.Context, dec func(any) error, inter
 
 // imageStatusFrame answers an undecoded ImageStatusRequest.
 func (s *Server) imageStatusFrame(ctx context.Context, in *frame) (any, error) {
-	name := bytesField(bytesField(in.data, 1), 1) // ImageStatusRequest.image.image
+	spec := bytesField(in.data, 1) // ImageStatusRequest.image
+	name := bytesField(spec, 1)    // ImageSpec.image
 	if len(name) == 0 {
 		return s.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{}) // the InvalidArgument answer
 	}
 	if a, aliased := s.lookupAlias(ctx, string(name)); aliased {
-		return s.aliasStatusFrame(ctx, in, a)
+		return s.aliasStatusFrame(ctx, in, spec, a)
 	}
 	out := new(frame)
 	if err := s.conn.Invoke(ctx, runtimeapi.ImageService_ImageStatus_FullMethodName, in, out, rawCall); err != nil {
@@ -64,9 +65,9 @@ func (s *Server) imageStatusFrame(ctx context.Context, in *frame) (any, error) {
 // asked by image id, and its answer translated without decoding it, from a
 // cache of translated images. The same image is asked about before every
 // start of each of its containers, under the name the pod gives.
-func (s *Server) aliasStatusFrame(ctx context.Context, in *frame, a store.Alias) (any, error) {
+func (s *Server) aliasStatusFrame(ctx context.Context, in *frame, spec []byte, a store.Alias) (any, error) {
 	out := new(frame)
-	if err := s.conn.Invoke(ctx, runtimeapi.ImageService_ImageStatus_FullMethodName, &frame{data: statusRequestByID(in.data, a.ImageID)}, out, rawCall); err != nil {
+	if err := s.conn.Invoke(ctx, runtimeapi.ImageService_ImageStatus_FullMethodName, &frame{data: statusRequestByID(in.data, spec, a.ImageID)}, out, rawCall); err != nil {
 		return nil, err
 	}
 	img, found, err := lastField(out.data, 1) // ImageStatusResponse.image
@@ -95,9 +96,9 @@ func (s *Server) aliasStatusFrame(ctx context.Context, in *frame, a store.Alias)
 // image id instead of the name it gives: ImageSpec.image replaced, every
 // other field of the request and of its ImageSpec (verbose, annotations,
 // user_specified_image, runtime_handler, fields this build does not know)
-// kept as they came. req has been parsed (bytesField found a name in it).
-func statusRequestByID(req []byte, id string) []byte {
-	spec := bytesField(req, 1) // ImageStatusRequest.image
+// kept as they came. spec is req's ImageSpec, as bytesField read it (so
+// both have been parsed).
+func statusRequestByID(req, spec []byte, id string) []byte {
 	return withField(req, 1, withField(spec, 1, []byte(id)))
 }
 

@@ -2,9 +2,9 @@
 # Benchmark harness of cri-mirror-proxy (make bench): a real docker-registry and containerd
 # (test/lib.sh), the proxy in front of containerd with its default pull settings, and the Go
 # driver in test/bench, which measures proxy vs containerd vs a reference hop side by side and
-# prints a table of ratios against the targets of the fast-fallback issue.
+# prints a table of ratios against its targets.
 #
-#   bash test/bench.sh                 # full run (about 6 minutes on 2 CPUs)
+#   bash test/bench.sh                 # full run (about 16 minutes on 2 CPUs)
 #   bash test/bench.sh -images 0       # quick run: skip the 5,000-image case
 #   bash test/bench.sh -h              # every driver flag (rounds, concurrency, ...)
 #

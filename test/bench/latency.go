@@ -31,6 +31,42 @@ func quantile(sorted []time.Duration, q float64) time.Duration {
 
 func median(d []time.Duration) time.Duration { return summarize(d).p50 }
 
+// ciResamples is how many bootstrap resamples p99RatioCI draws.
+const ciResamples = 200
+
+// p99RatioCI returns a 90 % bootstrap interval of p99(a)/p99(b), where a
+// and b were measured round by round side by side (a[i] and b[i] in the
+// same round): rounds are drawn with replacement, the same ones for both,
+// and the interval is the 5th to the 95th percentile of the resampled
+// ratios. It tells how far the ratio itself could move on another run of
+// the same length; zeros if there is nothing to resample.
+func p99RatioCI(a, b []time.Duration, resamples int) (lo, hi float64) {
+	n := min(len(a), len(b))
+	if n == 0 || resamples <= 0 {
+		return 0, 0
+	}
+	rng := rand.New(rand.NewPCG(2, uint64(n)))
+	ra, rb := make([]time.Duration, n), make([]time.Duration, n)
+	ratios := make([]float64, 0, resamples)
+	for range resamples {
+		for i := range n {
+			j := rng.IntN(n)
+			ra[i], rb[i] = a[j], b[j]
+		}
+		slices.Sort(ra)
+		slices.Sort(rb)
+		if q := quantile(rb, 0.99); q > 0 {
+			ratios = append(ratios, float64(quantile(ra, 0.99))/float64(q))
+		}
+	}
+	if len(ratios) == 0 {
+		return 0, 0
+	}
+	slices.Sort(ratios)
+	at := func(q float64) float64 { return ratios[max(0, min(int(q*float64(len(ratios))), len(ratios)-1))] }
+	return at(0.05), at(0.95)
+}
+
 // interleave calls call once per target per round, in a fresh random order
 // each round, so that drift in the machine's state (CPU frequency, caches,
 // other load, containerd's own GC) falls on every target alike, and no

@@ -31,7 +31,10 @@ type allocCounter struct {
 	scrapeObjs, scrapeB float64
 }
 
-type allocSnap struct{ objs, bytes float64 }
+// allocSnap is the proxy's allocation counters, and its count of
+// completed garbage collections (go_gc_duration_seconds_count), at one
+// scrape. A scrape rarely sets off a collection, so gcs is not calibrated.
+type allocSnap struct{ objs, bytes, gcs float64 }
 
 func (a *allocCounter) snap(ctx context.Context) (allocSnap, error) {
 	s, err := promtest.Scrape(ctx, a.addr)
@@ -41,6 +44,7 @@ func (a *allocCounter) snap(ctx context.Context) (allocSnap, error) {
 	return allocSnap{
 		objs:  s.Sum("go_memstats_mallocs_total", nil),
 		bytes: s.Sum("go_memstats_alloc_bytes_total", nil),
+		gcs:   s.Sum("go_gc_duration_seconds_count", nil),
 	}, nil
 }
 
@@ -70,6 +74,14 @@ func (a *allocCounter) perCall(before, after allocSnap, calls int) (objs, bytes 
 	}
 	return (after.objs - before.objs - a.scrapeObjs) / float64(calls),
 		(after.bytes - before.bytes - a.scrapeB) / float64(calls)
+}
+
+// gcsPer1k returns the collections per 1,000 calls between two snapshots.
+func gcsPer1k(before, after allocSnap, calls int) float64 {
+	if calls == 0 {
+		return 0
+	}
+	return (after.gcs - before.gcs) * 1000 / float64(calls)
 }
 
 func medianF(v []float64) float64 {

@@ -21,6 +21,11 @@ type latencyRow struct {
 	st     map[string]stats // by target name
 	// Heap allocations the proxy process made per call (objects, bytes).
 	allocs, bytes float64
+	// Garbage collections the proxy ran per 1,000 calls: the calls that
+	// land in one run beside the collector's marking on the proxy's thread.
+	gcs float64
+	// p99CI is a 90 % bootstrap interval of proxy/hop at p99 (p99RatioCI).
+	p99CI [2]float64
 	// CPU time (user+system) the proxy and the hop process spent per call.
 	proxyCPU, hopCPU time.Duration
 	// other is the CPU (in cores) used during the row by processes outside
@@ -139,8 +144,13 @@ func (b *bench) passThrough(ctx context.Context, listRounds int) error {
 			proxyCPU: (cpu1.proxy - cpu0.proxy) / time.Duration(calls), hopCPU: (cpu1.hop - cpu0.hop) / time.Duration(calls),
 			other: otherLoad(cpu0, cpu1)}
 		row.allocs, row.bytes = b.allocs.perCall(before, after, calls)
+		row.gcs = gcsPer1k(before, after, calls)
 		for name, d := range samples {
 			row.st[name] = summarize(d)
+		}
+		row.p99CI[0], row.p99CI[1] = p99RatioCI(samples["proxy"], samples["hop"], ciResamples)
+		if err := b.saveSamples(r.call, images, targets, samples); err != nil {
+			return err
 		}
 		if b.cmp != nil {
 			row.cmpAllocs, row.cmpBytes = b.cmpAllocs.perCall(cmpBefore, cmpAfter, calls)
@@ -150,11 +160,11 @@ func (b *bench) passThrough(ctx context.Context, listRounds int) error {
 				ratio(row.st["proxy-b"].p99, row.st["hop"].p99), us(row.cmpCPU), row.cmpAllocs)
 		}
 		b.latency = append(b.latency, row)
-		logf("  p50 direct %s hop %s proxy %s; proxy/hop p50 %.2f p99 %.2f (hop-b/hop %.2f %.2f); CPU/call hop %s proxy %s; %.0f allocs/call; other load %.2f CPUs",
+		logf("  p50 direct %s hop %s proxy %s; proxy/hop p50 %.2f p99 %.2f (90%% CI %.2f–%.2f) (hop-b/hop %.2f %.2f); CPU/call hop %s proxy %s; %.0f allocs/call, %.1f GCs/1k calls; other load %.2f CPUs",
 			us(row.st["direct"].p50), us(row.st["hop"].p50), us(row.st["proxy"].p50),
-			ratio(row.st["proxy"].p50, row.st["hop"].p50), ratio(row.st["proxy"].p99, row.st["hop"].p99),
+			ratio(row.st["proxy"].p50, row.st["hop"].p50), ratio(row.st["proxy"].p99, row.st["hop"].p99), row.p99CI[0], row.p99CI[1],
 			ratio(row.st["hop-b"].p50, row.st["hop"].p50), ratio(row.st["hop-b"].p99, row.st["hop"].p99),
-			us(row.hopCPU), us(row.proxyCPU), row.allocs, row.other)
+			us(row.hopCPU), us(row.proxyCPU), row.allocs, row.gcs, row.other)
 		if n, ok := row.st[hopNName]; ok {
 			logf("  hop on %d thread(s): p50 %s, proxy/hop-n p50 %.2f p99 %.2f", b.cfg.hopProcs, us(n.p50),
 				ratio(row.st["proxy"].p50, n.p50), ratio(row.st["proxy"].p99, n.p99))
@@ -214,6 +224,30 @@ func otherLoad(a, b cpuSnap) float64 {
 	return max(0, float64((b.total-a.total)-(b.ours-a.ours))/float64(wall))
 }
 
+// saveSamples writes one row's latencies to -samples-dir, if set: a line
+// per call, round by round, targets in the order given.
+func (b *bench) saveSamples(call string, images int, targets []*target, samples map[string][]time.Duration) error {
+	if b.cfg.samplesDir == "" {
+		return nil
+	}
+	if err := os.MkdirAll(b.cfg.samplesDir, 0o755); err != nil {
+		return err
+	}
+	var out strings.Builder
+	out.WriteString("round,target,us\n")
+	for i := range samples[targets[0].name] {
+		for _, t := range targets {
+			fmt.Fprintf(&out, "%d,%s,%.1f\n", i, t.name, float64(samples[t.name][i])/float64(time.Microsecond))
+		}
+	}
+	return os.WriteFile(filepath.Join(b.cfg.samplesDir, fmt.Sprintf("%s-%d.csv", slug(call), images)), []byte(out.String()), 0o644)
+}
+
+// slug is call as a file name.
+func slug(call string) string {
+	return strings.NewReplacer(",", "", " ", "-", "(", "", ")", "").Replace(strings.ToLower(call))
+}
+
 // profile saves CPU profiles of the proxy and of the hop, each while only it
 // is called, and the proxy's allocation profile, when -profile-dir is set.
 // It runs after the measurement so the profiler's cost never lands in the
@@ -223,8 +257,7 @@ func (b *bench) profile(ctx context.Context, call string, images int, fn func(co
 		return nil
 	}
 	const seconds = 10
-	slug := strings.NewReplacer(",", "", " ", "-", "(", "", ")", "").Replace(strings.ToLower(call))
-	base := filepath.Join(b.cfg.profileDir, fmt.Sprintf("%s-%d", slug, images))
+	base := filepath.Join(b.cfg.profileDir, fmt.Sprintf("%s-%d", slug(call), images))
 	if err := os.MkdirAll(b.cfg.profileDir, 0o755); err != nil {
 		return err
 	}

@@ -33,6 +33,16 @@ func TestLatencyCheck(t *testing.T) {
 			t.Errorf("%s: met = %v, want %v (%s)", tc.name, c.met, tc.met, c.measured)
 		}
 	}
+	// The interval of the p99 ratio is shown beside it when it was taken,
+	// and does not change the verdict, which is on the ratio measured.
+	r := row(100*us, 230*us, 100*us)
+	r.p99CI = [2]float64{0.98, 1.24}
+	if c := latencyCheck(r, passP50, passP99); !c.met || !strings.Contains(c.measured, "p99 1.15× (90 % CI 0.98–1.24×)") {
+		t.Errorf("met %v, measured %q; want met, with the interval beside the p99", c.met, c.measured)
+	}
+	if c := latencyCheck(row(100*us, 230*us, 100*us), passP50, passP99); strings.Contains(c.measured, "CI") {
+		t.Errorf("no interval taken, yet one is shown: %q", c.measured)
+	}
 }
 
 // A hop on the proxy's threads, when measured, is reported beside the

@@ -29,6 +29,7 @@ const (
 	nameDigestSubstitutions = "cri_mirror_digest_substitutions_total"
 	nameTagChecks           = "cri_mirror_tag_checks_total"
 	nameTagChanges          = "cri_mirror_tag_changes_total"
+	nameTagCheckDuration    = "cri_mirror_tag_check_duration_seconds"
 )
 
 // grpcNames are the families grpcprom.ServerMetrics exports with the
@@ -44,6 +45,10 @@ var grpcNames = []string{
 // pullBuckets span a cached small image (tens of milliseconds) to a
 // multi-gigabyte image over a slow link (minutes).
 var pullBuckets = []float64{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 180, 300}
+
+// tagCheckBuckets span a registry on the node's network (a millisecond)
+// to the default --tag-check-timeout and past it.
+var tagCheckBuckets = []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
 
 // grpcBuckets cover both ends of the CRI image API: ImageStatus answers in
 // milliseconds, PullImage can take minutes. prometheus.DefBuckets stops at 10s.
@@ -85,6 +90,9 @@ type Metrics struct {
 	// TagChanges counts pulls whose tag was served, unchecked, with another
 	// digest than the one recorded for it before. Label registry.
 	TagChanges *prometheus.CounterVec
+	// TagCheckDuration: one observation per checked pull, the time it
+	// waited for the tag check before the runtime was asked. Label registry.
+	TagCheckDuration *prometheus.HistogramVec
 	// MirrorHealthy is 1 while a mirror is usable, 0 during its cool-down
 	// after failures. Label mirror.
 	MirrorHealthy *prometheus.GaugeVec
@@ -158,6 +166,11 @@ func New() *Metrics {
 			Name: nameTagChanges,
 			Help: "Pulls of a tag the source could not confirm that a mirror served with another digest than the one recorded for the tag before (trust on first use).",
 		}, []string{"registry"}),
+		TagCheckDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    nameTagCheckDuration,
+			Help:    "Time a pull under a tag-check policy waited for the check (the source's HEAD and the mirrors' up to the one pulled, and the manifests read when a mirror disagreed) before the runtime was asked.",
+			Buckets: tagCheckBuckets,
+		}, []string{"registry"}),
 		MirrorHealthy: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: nameMirrorHealthy,
 			Help: "1 while a mirror is tried in order, 0 while it is demoted or skipped after recent failures.",
@@ -203,7 +216,7 @@ func New() *Metrics {
 func (m *Metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{
 		m.AttemptDuration, m.Attempts, m.AttemptFailures, m.Fallbacks, m.SourcePulls, m.Pulls,
-		m.Probes, m.DigestSubstitutions, m.TagChecks, m.TagChanges, m.MirrorHealthy, m.Aliases, m.StoreRecoveries, m.StorePersistent, m.AliasesRebuilt,
+		m.Probes, m.DigestSubstitutions, m.TagChecks, m.TagChanges, m.TagCheckDuration, m.MirrorHealthy, m.Aliases, m.StoreRecoveries, m.StorePersistent, m.AliasesRebuilt,
 		m.ConfigReloads, m.RuntimeUp, m.GRPC,
 	}
 }
@@ -250,7 +263,7 @@ func Names() []string {
 		namePullAttemptDuration, namePullAttempts, nameAttemptFailures, namePullFallbacks,
 		nameSourcePulls, namePulls, nameMirrorHealthy, nameAliases,
 		nameConfigReloads, nameRuntimeUp, nameProbes, nameStoreRecoveries, nameStorePersistent,
-		nameAliasesRebuilt, nameDigestSubstitutions, nameTagChecks, nameTagChanges,
+		nameAliasesRebuilt, nameDigestSubstitutions, nameTagChecks, nameTagChanges, nameTagCheckDuration,
 	}
 	names = append(names, grpcNames...)
 	slices.Sort(names)

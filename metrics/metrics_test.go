@@ -151,6 +151,7 @@ func TestNamesMatchGather(t *testing.T) {
 	m.DigestSubstitutions.WithLabelValues("r", IndexFromMirror, SubstitutionSuccess).Inc()
 	m.TagChecks.WithLabelValues("r", TagCheckMatch).Inc()
 	m.TagChanges.WithLabelValues("r").Inc()
+	m.TagCheckDuration.WithLabelValues("r").Observe(0.002)
 	m.Aliases.Set(1)
 	m.ConfigReloads.WithLabelValues(ReloadSuccess).Inc()
 	m.RuntimeUp.Set(1)

@@ -85,7 +85,7 @@ func (m *Metrics) SetRules(rules []Rule) {
 			}
 		}
 	}
-	for _, v := range []*prometheus.MetricVec{m.TagChecks.MetricVec, m.TagChanges.MetricVec} {
+	for _, v := range []*prometheus.MetricVec{m.TagChecks.MetricVec, m.TagChanges.MetricVec, m.TagCheckDuration.MetricVec} {
 		for _, l := range children(v) {
 			if !tagChecked[l["registry"]] {
 				v.Delete(l)
@@ -112,6 +112,7 @@ func (m *Metrics) SetRules(rules []Rule) {
 			m.TagChecks.WithLabelValues(reg, res)
 		}
 		m.TagChanges.WithLabelValues(reg)
+		m.TagCheckDuration.WithLabelValues(reg)
 	}
 	for p := range pairs {
 		for _, res := range AttemptResults {

@@ -228,10 +228,16 @@ func TestSetRulesTagChecks(t *testing.T) {
 	if got := series(t, m, nameTagChecks, nameTagChanges); !slices.Equal(got, want) {
 		t.Errorf("series =\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
+	if n := testutil.CollectAndCount(m.TagCheckDuration); n != 1 {
+		t.Errorf("tag check duration histograms = %d, want 1 (the checked rule's, at zero)", n)
+	}
 	m.TagChecks.WithLabelValues("checked", TagCheckStale).Inc()
 	m.SetRules([]Rule{{Registry: "checked", Mirrors: []string{"m"}, Source: true}})
 	if got := series(t, m, nameTagChecks, nameTagChanges); len(got) != 0 {
 		t.Errorf("after the policy stopped covering the rule: %q, want none", got)
+	}
+	if n := testutil.CollectAndCount(m.TagCheckDuration); n != 0 {
+		t.Errorf("after the policy stopped covering the rule: %d tag check duration histograms, want none", n)
 	}
 }
 

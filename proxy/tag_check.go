@@ -104,6 +104,8 @@ func (s *Server) checkTag(ctx context.Context, req *runtimeapi.PullImageRequest,
 	registry := ruleLabel(res.Rule)
 	log := s.log.WithFields(logrus.Fields{"image": image.String(), "tag_check": string(entry.Mode), "tag_check_prefix": entry.Prefix})
 
+	start := time.Now()
+	defer func() { s.metrics.TagCheckDuration.WithLabelValues(registry).Observe(time.Since(start).Seconds()) }()
 	hctx, cancel := context.WithTimeout(ctx, s.tagCheck.timeout)
 	defer cancel() // stops the HEADs no decision waited for
 	answers := s.askTag(hctx, req, res)

@@ -128,6 +128,29 @@ func checks(h *harness, result string) float64 {
 	return testutil.ToFloat64(h.metrics.TagChecks.WithLabelValues("gcr.io/x", result))
 }
 
+// checkWaits is how many pulls of the rule gcr.io/x waited for a tag
+// check (cri_mirror_tag_check_duration_seconds), and how long in all.
+func checkWaits(t *testing.T, h *harness) (uint64, float64) {
+	t.Helper()
+	families, err := h.registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != "cri_mirror_tag_check_duration_seconds" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "registry" && l.GetValue() == "gcr.io/x" {
+					return m.GetHistogram().GetSampleCount(), m.GetHistogram().GetSampleSum()
+				}
+			}
+		}
+	}
+	return 0, 0
+}
+
 func TestTagCheckSourceReachable(t *testing.T) {
 	amd, arm, amdOther := dg("amd64 image"), dg("arm64 image"), dg("other amd64 image")
 	full := indexJSON(t, false, entry{"linux/amd64", amd}, entry{"linux/arm64", arm})
@@ -191,6 +214,9 @@ func TestTagCheckSourceReachable(t *testing.T) {
 				if got := checks(h, r); got != want {
 					t.Errorf("tag checks %s = %v, want %v", r, got, want)
 				}
+			}
+			if n, sum := checkWaits(t, h); n != 1 || sum <= 0 {
+				t.Errorf("pulls that waited for the check = %d (%.6fs in all), want 1", n, sum)
 			}
 			// kubelet sees the tag under its own name.
 			if img := h.status(tcTag); img.GetId() != resp.GetImageRef() || !slices.Contains(img.GetRepoTags(), tcTag) {
@@ -329,6 +355,9 @@ func TestTagCheckDoesNotApply(t *testing.T) {
 		}
 		if heads, _ := f.asked(); len(heads) != 0 {
 			t.Errorf("%s under %s: registries asked %q, want none", tc.image, tc.policy, heads)
+		}
+		if n, _ := checkWaits(t, h); n != 0 {
+			t.Errorf("%s under %s: %d pulls waited for a check, want none", tc.image, tc.policy, n)
 		}
 	}
 }

@@ -498,8 +498,8 @@ const method = `- **Reference hop**: a gRPC server in its own process (the drive
   slowest 1 %; at 3,000 the p99s of two identical processes differed by up to 43 %. The 90 %
   interval beside proxy/hop p99 is a bootstrap over rounds (200 resamples of the rounds, the same
   ones for proxy and hop): how far the ratio could move on another run of the same length. Runs
-  differ by more than that: four runs of one build at 20,000 rounds gave proxy/hop p99 of
-  0.95–1.18×. A p99 near its limit needs several runs to judge; the verdict is on the ratio measured.
+  differ by more than that: runs of one build at 20,000 rounds gave proxy/hop p99 of
+  0.87–1.19× (README, "How far p99 moves"). A p99 near its limit needs several runs to judge; the verdict is on the ratio measured.
 - **Collections**: go_gc_duration_seconds_count of the proxy, per 1,000 calls of the row.
 - **Allocations**: go_memstats_mallocs_total and go_memstats_alloc_bytes_total of the proxy
   process, read from its /metrics before and after a row, minus what a scrape alone allocates,

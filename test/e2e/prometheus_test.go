@@ -94,6 +94,10 @@ func TestPrometheus(t *testing.T) {
 	time.Sleep(3 * time.Second)
 
 	// --- the dashboard ---
+	// Panels no pull here can fill, and why: their queries still run.
+	noPullHere := map[string]string{
+		"Time a checked pull waited for the tag check": "a checked pull asks the source itself, and source.test is reached only through the runtime's hosts; TestTagCheck times one",
+	}
 	exprs := dashboardExprs(t)
 	if len(exprs) < 25 {
 		t.Fatalf("found %d dashboard queries, want the 30 or so of deploy/grafana/dashboard.json", len(exprs))
@@ -112,7 +116,7 @@ func TestPrometheus(t *testing.T) {
 			t.Errorf("panel %q: %s: %v", e.title, q, err)
 			continue
 		}
-		if len(res) == 0 {
+		if len(res) == 0 && noPullHere[e.title] == "" {
 			t.Errorf("panel %q: %s returns no series", e.title, q)
 		}
 		results[e.title] = append(results[e.title], res...)

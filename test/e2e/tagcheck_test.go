@@ -158,6 +158,12 @@ func testTagCheck(t *testing.T, rt *criRuntime) {
 		if got := e.checks(rule, "match"); got != 1 {
 			t.Errorf("tag checks match = %v, want 1\n%s", got, e.p.metrics().Dump("cri_mirror_tag_checks_total"))
 		}
+		// The pull's wait for the check: one observation, of about a round trip to the registries.
+		waits := e.p.metrics()
+		if n, sum := waits.Sum("cri_mirror_tag_check_duration_seconds_count", map[string]string{"registry": rule}),
+			waits.Sum("cri_mirror_tag_check_duration_seconds_sum", map[string]string{"registry": rule}); n != 1 || sum <= 0 || sum > 2 {
+			t.Errorf("checked pulls timed = %v, %vs in all; want 1, more than 0 and under the 2s check timeout\n%s", n, sum, waits.Dump("cri_mirror_tag_check_duration_seconds"))
+		}
 		checkNames(t, "ImageStatus", e.p.status(ref), []string{ref}, img.Digest)
 		e.checkCredentials(t)
 	})

@@ -27,6 +27,7 @@ import (
 	"github.com/cri-mirror-proxy/cri-mirror-proxy/metrics"
 	"github.com/cri-mirror-proxy/cri-mirror-proxy/resolver"
 	"github.com/cri-mirror-proxy/cri-mirror-proxy/test/fakecri"
+	"github.com/cri-mirror-proxy/cri-mirror-proxy/test/promtest"
 )
 
 // fakeTags is a tagRegistry double: digests by tag reference, manifests by
@@ -130,25 +131,14 @@ func checks(h *harness, result string) float64 {
 
 // checkWaits is how many pulls of the rule gcr.io/x waited for a tag
 // check (cri_mirror_tag_check_duration_seconds), and how long in all.
-func checkWaits(t *testing.T, h *harness) (uint64, float64) {
+func checkWaits(t *testing.T, h *harness) (float64, float64) {
 	t.Helper()
 	families, err := h.registry.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range families {
-		if f.GetName() != "cri_mirror_tag_check_duration_seconds" {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "registry" && l.GetValue() == "gcr.io/x" {
-					return m.GetHistogram().GetSampleCount(), m.GetHistogram().GetSampleSum()
-				}
-			}
-		}
-	}
-	return 0, 0
+	set, rule := promtest.FromFamilies(families), map[string]string{"registry": "gcr.io/x"}
+	return set.Sum("cri_mirror_tag_check_duration_seconds_count", rule), set.Sum("cri_mirror_tag_check_duration_seconds_sum", rule)
 }
 
 func TestTagCheckSourceReachable(t *testing.T) {
@@ -216,7 +206,7 @@ func TestTagCheckSourceReachable(t *testing.T) {
 				}
 			}
 			if n, sum := checkWaits(t, h); n != 1 || sum <= 0 {
-				t.Errorf("pulls that waited for the check = %d (%.6fs in all), want 1", n, sum)
+				t.Errorf("pulls that waited for the check = %v (%.6fs in all), want 1", n, sum)
 			}
 			// kubelet sees the tag under its own name.
 			if img := h.status(tcTag); img.GetId() != resp.GetImageRef() || !slices.Contains(img.GetRepoTags(), tcTag) {
@@ -357,7 +347,7 @@ func TestTagCheckDoesNotApply(t *testing.T) {
 			t.Errorf("%s under %s: registries asked %q, want none", tc.image, tc.policy, heads)
 		}
 		if n, _ := checkWaits(t, h); n != 0 {
-			t.Errorf("%s under %s: %d pulls waited for a check, want none", tc.image, tc.policy, n)
+			t.Errorf("%s under %s: %v pulls waited for a check, want none", tc.image, tc.policy, n)
 		}
 	}
 }

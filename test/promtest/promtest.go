@@ -54,6 +54,16 @@ func Parse(r io.Reader) (Set, error) {
 	return out, nil
 }
 
+// FromFamilies is the samples of families, as a registry's Gather returns
+// them, in their order: what Parse gives for their text form.
+func FromFamilies(families []*dto.MetricFamily) Set {
+	var out Set
+	for _, f := range families {
+		out = appendFamily(out, f)
+	}
+	return out
+}
+
 func appendFamily(out Set, f *dto.MetricFamily) Set {
 	name := f.GetName()
 	for _, m := range f.GetMetric() {

@@ -3,6 +3,8 @@ package promtest
 import (
 	"strings"
 	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 const exposition = `# HELP cri_mirror_pull_attempts_total Pull attempts.
@@ -59,5 +61,30 @@ func TestParse(t *testing.T) {
 func TestParseRejectsGarbage(t *testing.T) {
 	if _, err := Parse(strings.NewReader("cri_mirror_aliases{mirror=\"x\" 7\n")); err == nil {
 		t.Error("a malformed line parsed without error")
+	}
+}
+
+// FromFamilies reads what a registry gathers as Parse reads its text form:
+// a histogram is its _bucket, _sum and _count series.
+func TestFromFamilies(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	h := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "d", Buckets: []float64{0.5}}, []string{"mirror"})
+	reg.MustRegister(h)
+	for _, v := range []float64{0.1, 1, 0.7, 0.7} {
+		h.WithLabelValues(`a"b`).Observe(v)
+	}
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := FromFamilies(families)
+	want, err := Parse(strings.NewReader(exposition))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"d_bucket", "d_sum", "d_count"} {
+		if g, w := got.Dump(name), want.Dump(name); g != w {
+			t.Errorf("%s:\n%s\nwant (as parsed)\n%s", name, g, w)
+		}
 	}
 }

@@ -19,6 +19,9 @@ type bench struct {
 	direct *target // containerd's own socket
 	proxy  *target // cri-mirror-proxy in front of it
 	allocs *allocCounter
+	// runtime is containerd's log, read for the runtime's own time on each
+	// timed pull.
+	runtime *runtimeLog
 
 	// The reference hop in front of containerd, its process and (with
 	// -profile-dir) its pprof address.
@@ -76,7 +79,7 @@ type setupStep struct {
 }
 
 func newBench(ctx context.Context, cfg *config) (*bench, error) {
-	b := &bench{cfg: cfg, started: time.Now(), allocs: &allocCounter{addr: cfg.metricsAddr}}
+	b := &bench{cfg: cfg, started: time.Now(), allocs: &allocCounter{addr: cfg.metricsAddr}, runtime: &runtimeLog{path: cfg.containerdLog}}
 	var err error
 	if b.direct, err = dial("direct", cfg.containerdSock); err != nil {
 		return nil, err

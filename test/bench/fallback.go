@@ -25,6 +25,11 @@ type fallbackRow struct {
 	c fallbackCase
 	// pulls[rep][k]: pull 0 is the first, 1..fallbackPulls the next.
 	pulls [][]time.Duration
+	// rt[rep][k]: the part of pulls[rep][k] the runtime spent on its
+	// successful pull of the image (runtimeLog). A failed runtime attempt
+	// (a black hole's, abandoned) is not in it: that is time the proxy
+	// added.
+	rt [][]time.Duration
 	// What the proxy recorded for the faulty mirrors between the phase's
 	// two scrapes: attempts by result (e.g. unreachable 3, skipped 30).
 	// nil for the baseline, which has no faulty mirror.
@@ -49,17 +54,36 @@ func (r fallbackRow) next() time.Duration {
 	return median(d)
 }
 
+// out is pull k of repetition rep outside the runtime's own pull of the
+// image: the time a case adds shows there, without the runtime's
+// pull-to-pull noise.
+func (r fallbackRow) out(rep, k int) time.Duration { return r.pulls[rep][k] - r.rt[rep][k] }
+
 // addedFirst is the median, over the repetitions, of the first pull minus
-// the baseline's first pull of the same repetition (pulled right beside it).
+// the baseline's first pull of the same repetition (pulled right beside
+// it), both outside the runtime's own pull.
 func (r fallbackRow) addedFirst(base *fallbackRow) time.Duration {
 	var d []time.Duration
-	for i, p := range r.pulls {
-		d = append(d, p[0]-base.pulls[i][0])
+	for i := range r.pulls {
+		d = append(d, r.out(i, 0)-base.out(i, 0))
 	}
 	return median(d)
 }
 
-func (r fallbackRow) addedNext(base *fallbackRow) time.Duration { return r.next() - base.next() }
+// addedNext is the median of every pull after the first less the
+// baseline's, outside the runtime's own pull.
+func (r fallbackRow) addedNext(base *fallbackRow) time.Duration {
+	next := func(r *fallbackRow) time.Duration {
+		var d []time.Duration
+		for i, p := range r.pulls {
+			for k := 1; k < len(p); k++ {
+				d = append(d, r.out(i, k))
+			}
+		}
+		return median(d)
+	}
+	return next(&r) - next(base)
+}
 
 // blackhole accepts connections and never answers: a mirror whose host is
 // up but whose registry hangs. Connections stay open until close.
@@ -119,7 +143,7 @@ func (b *bench) fallbacks(ctx context.Context) error {
 	logf("fallback: %d cases × %d repetitions × %d pulls, interleaved", len(fallbackCases), reps, fallbackPulls+1)
 	rows := make([]fallbackRow, len(fallbackCases))
 	for i, c := range fallbackCases {
-		rows[i] = fallbackRow{c: c, pulls: make([][]time.Duration, reps)}
+		rows[i] = fallbackRow{c: c, pulls: make([][]time.Duration, reps), rt: make([][]time.Duration, reps)}
 	}
 	rng := rand.New(rand.NewPCG(4, 2))
 	for rep := range reps {
@@ -127,6 +151,9 @@ func (b *bench) fallbacks(ctx context.Context) error {
 		for k := range fallbackPulls + 1 {
 			for _, i := range rng.Perm(len(fallbackCases)) {
 				r := fallbackRule{c: fallbackCases[i], rep: rep}
+				if err := b.runtime.skip(); err != nil {
+					return err
+				}
 				pctx, cancel := context.WithTimeout(ctx, pullTimeout)
 				t0 := time.Now()
 				_, err := b.proxy.pull(pctx, fallbackRef(r, k))
@@ -135,7 +162,14 @@ func (b *bench) fallbacks(ctx context.Context) error {
 				if err != nil {
 					return fmt.Errorf("fallback %s: %w", r.repo(), err)
 				}
-				rows[i].pulls[rep] = append(rows[i].pulls[rep], d)
+				rt, n, err := b.runtime.pulled()
+				if err == nil && n != 1 {
+					err = fmt.Errorf("containerd logged %d successful pulls during one pull of %s, want 1", n, fallbackRef(r, k))
+				}
+				if err != nil {
+					return err
+				}
+				rows[i].pulls[rep], rows[i].rt[rep] = append(rows[i].pulls[rep], d), append(rows[i].rt[rep], rt)
 			}
 		}
 		if took := time.Since(start); took > 25*time.Second {

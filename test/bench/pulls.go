@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"strings"
@@ -33,6 +34,10 @@ type pullResult struct {
 	// the proxy with the policy (-tag-check-proxy: a HEAD to the source
 	// alongside the HEAD to the mirror, then mirror@digest).
 	tagOff, tagOn []time.Duration
+	// ...RT: the part of each pull above that the runtime spent pulling
+	// the image, from its log (runtimeLog), round by round: the added time
+	// of the proxy, and of the tag check, is judged outside it.
+	directRT, proxyRT, hopRT, tagOffRT, tagOnRT []time.Duration
 	// tagHead and tagHeads, once per round over kept connections
 	// (bareHeads): one HEAD of the tag at the source, and HEADs to the
 	// source and the mirror sent at once (the check's round trip, bare).
@@ -79,24 +84,49 @@ func (b *bench) absent(ctx context.Context, mirrorRef string) error {
 }
 
 // timedPull pulls ref through t from scratch, removes it again, and returns
-// how long the pull took. Through the proxy it is removed through the proxy,
-// which drops the alias too.
-func (b *bench) timedPull(ctx context.Context, t *target, ref string) (time.Duration, error) {
+// how long the pull took and how much of it the runtime spent pulling (its
+// log). Through the proxy it is removed through the proxy, which drops the
+// alias too.
+func (b *bench) timedPull(ctx context.Context, t *target, ref string) (took, runtime time.Duration, err error) {
 	mirror := ref
 	if !strings.HasPrefix(ref, b.cfg.registry+"/") { // a source name: the proxy pulls it from the mirror
 		mirror = b.cfg.mirrorRef(ref)
 	}
 	if err := b.absent(ctx, mirror); err != nil {
-		return 0, err
+		return 0, 0, err
+	}
+	if err := b.runtime.skip(); err != nil {
+		return 0, 0, err
 	}
 	pctx, cancel := context.WithTimeout(ctx, pullTimeout)
 	defer cancel()
 	start := time.Now()
 	if _, err := t.pull(pctx, ref); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	d := time.Since(start)
-	return d, t.remove(ctx, ref)
+	took = time.Since(start)
+	runtime, n, err := b.runtime.pulled()
+	if err == nil && n != 1 {
+		err = fmt.Errorf("containerd logged %d pulls during one pull of %s through %s, want 1", n, ref, t.name)
+	}
+	if err != nil {
+		return 0, 0, err
+	}
+	return took, runtime, t.remove(ctx, ref)
+}
+
+// outside is took less runtime, round by round: the time of each pull
+// outside the runtime's own pull of the image. ok is false when the two do
+// not pair up.
+func outside(took, runtime []time.Duration) (d []time.Duration, ok bool) {
+	if len(took) == 0 || len(took) != len(runtime) {
+		return nil, false
+	}
+	d = make([]time.Duration, len(took))
+	for i := range took {
+		d[i] = took[i] - runtime[i]
+	}
+	return d, true
 }
 
 // mirrorPulls compares a tag pull through the proxy (resolve, probe,
@@ -108,16 +138,18 @@ func (b *bench) mirrorPulls(ctx context.Context) error {
 	n := b.cfg.pullRounds
 	mirror := b.cfg.mirrorRef(pullImage)
 	type pullTarget struct {
-		t   *target
-		ref string
-		out *[]time.Duration
+		t       *target
+		ref     string
+		out, rt *[]time.Duration
 	}
-	targets := []pullTarget{{b.direct, mirror, &b.pulls.direct}, {b.hop, mirror, &b.pulls.hop}, {b.proxy, pullImage, &b.pulls.proxy}}
+	p := &b.pulls
+	var firstRT []time.Duration // not judged
+	targets := []pullTarget{{b.direct, mirror, &p.direct, &p.directRT}, {b.hop, mirror, &p.hop, &p.hopRT}, {b.proxy, pullImage, &p.proxy, &p.proxyRT}}
 	if b.first != nil {
-		targets = append(targets, pullTarget{b.first, pullImage, &b.pulls.first})
+		targets = append(targets, pullTarget{b.first, pullImage, &p.first, &firstRT})
 	}
 	if b.tagOn != nil {
-		targets = append(targets, pullTarget{b.proxy, b.cfg.tagCheckRef(), &b.pulls.tagOff}, pullTarget{b.tagOn, b.cfg.tagCheckRef(), &b.pulls.tagOn})
+		targets = append(targets, pullTarget{b.proxy, b.cfg.tagCheckRef(), &p.tagOff, &p.tagOffRT}, pullTarget{b.tagOn, b.cfg.tagCheckRef(), &p.tagOn, &p.tagOnRT})
 	}
 	logf("mirror pull of %s: %d rounds, %d targets taking turns", pullImage, n, len(targets))
 	heads := newBareHeads(b.cfg.registry, b.cfg.tagCheckRef(), b.cfg.tagCheckMirrorRef())
@@ -126,13 +158,13 @@ func (b *bench) mirrorPulls(ctx context.Context) error {
 	rng := rand.New(rand.NewPCG(2, uint64(len(targets))))
 	for r := -1; r < n; r++ { // round -1 warms the registry's and the kernel's caches
 		for _, i := range rng.Perm(len(targets)) {
-			p := targets[i]
-			d, err := b.timedPull(ctx, p.t, p.ref)
+			t := targets[i]
+			d, rt, err := b.timedPull(ctx, t.t, t.ref)
 			if err != nil {
 				return err
 			}
 			if r >= 0 {
-				*p.out = append(*p.out, d)
+				*t.out, *t.rt = append(*t.out, d), append(*t.rt, rt)
 			}
 		}
 		if b.tagOn != nil {
@@ -167,9 +199,10 @@ func (b *bench) mirrorPulls(ctx context.Context) error {
 		return after.SumFunc("cri_mirror_probes_total", m) - before.SumFunc("cri_mirror_probes_total", m)
 	}
 	b.pulls.probesBefore, b.pulls.probesAlongside = probes("before"), probes("alongside")
-	logf("  p50 direct %s proxy %s (%.3f×, paired %.3f×); proxy's own time per pull %s", ms(median(b.pulls.direct)), ms(median(b.pulls.proxy)),
-		ratio(median(b.pulls.proxy), median(b.pulls.direct)), paired(b.pulls.proxy, b.pulls.direct), ms(b.pulls.own))
-	logf("  p50 hop %s (paired %.3f×)", ms(median(b.pulls.hop)), paired(b.pulls.hop, b.pulls.direct))
+	logf("  p50 direct %s proxy %s (%.3f×, paired %.3f×); outside the runtime's own pull (p50 direct %s proxy %s) the proxy adds %s; proxy's own time per pull %s",
+		ms(median(p.direct)), ms(median(p.proxy)), ratio(median(p.proxy), median(p.direct)), paired(p.proxy, p.direct),
+		ms(median(p.directRT)), ms(median(p.proxyRT)), outsideText(p.proxy, p.proxyRT, p.direct, p.directRT), ms(p.own))
+	logf("  p50 hop %s (paired %.3f×); outside the runtime's pull the hop adds %s", ms(median(p.hop)), paired(p.hop, p.direct), outsideText(p.hop, p.hopRT, p.direct, p.directRT))
 	if len(b.pulls.first) > 0 {
 		logf("  p50 probe-first proxy %s (%.3f×)", ms(median(b.pulls.first)), ratio(median(b.pulls.first), median(b.pulls.direct)))
 	}
@@ -188,8 +221,9 @@ func (b *bench) mirrorPulls(ctx context.Context) error {
 			m := map[string]string{"result": res}
 			b.pulls.tagChecks[res] = tagAfter.Sum("cri_mirror_tag_checks_total", m) - tagBefore.Sum("cri_mirror_tag_checks_total", m)
 		}
-		logf("  tag check: p50 off %s on %s (paired on/off %.3f×, on − off %s); proxy's own time per pull on %s off %s, waiting for the check %s (means); one HEAD %s, source and mirror HEADs at once %s (right after another HEAD %s) (means); checks %v",
+		logf("  tag check: p50 off %s on %s (paired on/off %.3f×, on − off %s, outside the runtime's pull %s); proxy's own time per pull on %s off %s, waiting for the check %s (means); one HEAD %s, source and mirror HEADs at once %s (right after another HEAD %s) (means); checks %v",
 			ms(median(b.pulls.tagOff)), ms(median(b.pulls.tagOn)), paired(b.pulls.tagOn, b.pulls.tagOff), ms(pairedDiff(b.pulls.tagOn, b.pulls.tagOff)),
+			outsideText(b.pulls.tagOn, b.pulls.tagOnRT, b.pulls.tagOff, b.pulls.tagOffRT),
 			ms(b.pulls.tagOwn), ms(b.pulls.own), ms(b.pulls.tagWait), ms(mean(b.pulls.tagHead)), ms(mean(b.pulls.tagHeads)), ms(mean(b.pulls.tagHeadsWarm)), b.pulls.tagChecks)
 	}
 	return nil
@@ -258,12 +292,12 @@ func (b *bench) dedupPulls(ctx context.Context) error {
 	d := &b.dedup
 	d.concurrency = b.cfg.concurrency
 	logf("%d concurrent pulls of %s vs one: %d rounds", d.concurrency, dedupImage, b.cfg.dedupRounds)
-	if _, err := b.timedPull(ctx, b.proxy, dedupImage); err != nil { // warm-up
+	if _, _, err := b.timedPull(ctx, b.proxy, dedupImage); err != nil { // warm-up
 		return err
 	}
 	for r := range b.cfg.dedupRounds {
 		single := func() error {
-			t, err := b.timedPull(ctx, b.proxy, dedupImage)
+			t, _, err := b.timedPull(ctx, b.proxy, dedupImage)
 			d.single = append(d.single, t)
 			return err
 		}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -111,17 +112,25 @@ func TestPullCheck(t *testing.T) {
 		return d
 	}
 	for _, tc := range []struct {
-		name          string
-		proxy, direct []time.Duration
-		met           bool
+		name             string
+		proxy, proxyRT   []time.Duration
+		direct, directRT []time.Duration
+		met              bool
 	}{
-		{"within", ms(101, 202, 303), ms(100, 200, 300), true},
-		{"over", ms(110, 220, 330), ms(100, 200, 300), false},
-		{"no direct pulls", ms(100, 200), nil, false},
-		{"rounds not paired", ms(100, 200, 300), ms(100, 200), false},
-		{"a zero time", ms(100, 0, 300), ms(100, 200, 300), false},
+		// 1 ms more outside the runtime on a 200 ms direct p50: 1.005×,
+		// though the runtime took 10 % longer over the proxy's pulls.
+		{"within", ms(111, 221, 331), ms(100, 210, 320), ms(100, 200, 300), ms(90, 190, 290), true},
+		// The runtime the same, 5 ms more outside it: 1.025×.
+		{"over", ms(105, 205, 305), ms(90, 190, 290), ms(100, 200, 300), ms(90, 190, 290), false},
+		// Whole pulls within 1.02×, but only because the runtime was
+		// faster over the proxy's pulls: 10 ms more outside it.
+		{"over, hidden by the runtime's noise", ms(100, 200, 300), ms(80, 180, 280), ms(100, 200, 300), ms(90, 190, 290), false},
+		{"no runtime times", ms(101, 202, 303), nil, ms(100, 200, 300), nil, false},
+		{"no direct pulls", ms(100, 200), ms(90, 190), nil, nil, false},
+		{"rounds not paired", ms(100, 200, 300), ms(90, 190, 290), ms(100, 200), ms(90, 190), false},
+		{"a zero time", ms(100, 0, 300), ms(90, 0, 290), ms(100, 200, 300), ms(90, 190, 290), false},
 	} {
-		c := pullCheck(pullResult{proxy: tc.proxy, direct: tc.direct}, 1.02)
+		c := pullCheck(pullResult{proxy: tc.proxy, proxyRT: tc.proxyRT, direct: tc.direct, directRT: tc.directRT}, 1.02)
 		if c.met != tc.met {
 			t.Errorf("%s: met = %v, want %v (%s)", tc.name, c.met, tc.met, c.measured)
 		}
@@ -153,14 +162,15 @@ func TestDedupCheck(t *testing.T) {
 
 // fallbackRows builds a baseline and a case row of reps repetitions: every
 // baseline pull takes 100 ms, the case's first pull first and the next ones
-// next.
+// next; of each, the runtime's own pull took 90 ms.
 func fallbackRows(reps int, first, next time.Duration, faulty map[string]float64) (*fallbackRow, *fallbackRow) {
 	base := &fallbackRow{c: fallbackCases[0]}
 	r := &fallbackRow{c: fallbackCases[1], faulty: faulty}
 	for range reps {
-		var b, c []time.Duration
+		var b, c, rt []time.Duration
 		for k := range fallbackPulls + 1 {
 			b = append(b, 100*time.Millisecond)
+			rt = append(rt, 90*time.Millisecond)
 			if k == 0 {
 				c = append(c, first)
 			} else {
@@ -168,6 +178,7 @@ func fallbackRows(reps int, first, next time.Duration, faulty map[string]float64
 			}
 		}
 		base.pulls, r.pulls = append(base.pulls, b), append(r.pulls, c)
+		base.rt, r.rt = append(base.rt, rt), append(r.rt, slices.Clone(rt))
 	}
 	return base, r
 }
@@ -196,11 +207,35 @@ func TestFallbackCheck(t *testing.T) {
 			t.Errorf("%s: met = %v, want %v (%s)", tc.name, c.met, tc.met, c.measured)
 		}
 	}
-	// A row with a repetition missing measured nothing.
+	// A row with a repetition missing measured nothing; nor one without
+	// the runtime's times.
 	base, r := fallbackRows(reps, 100*time.Millisecond, 100*time.Millisecond, tried)
 	r.pulls = r.pulls[:reps-1]
 	if c := fallbackCheck(base, r, reps, "short", "≤ 10 ms", allow, allow, true); c.met {
 		t.Errorf("a missing repetition was met: %s", c.measured)
+	}
+	base, r = fallbackRows(reps, 100*time.Millisecond, 100*time.Millisecond, tried)
+	r.rt[1] = nil
+	if c := fallbackCheck(base, r, reps, "no runtime times", "≤ 10 ms", allow, allow, true); c.met {
+		t.Errorf("a repetition without runtime times was met: %s", c.measured)
+	}
+	// The added time is judged outside the runtime's own pull: a first
+	// pull 40 ms slower only because the runtime took 40 ms longer adds
+	// nothing; one as fast as the baseline whose runtime was 40 ms faster
+	// adds 40 ms.
+	base, r = fallbackRows(reps, 140*time.Millisecond, 100*time.Millisecond, tried)
+	for i := range r.rt {
+		r.rt[i][0] = 130 * time.Millisecond
+	}
+	if c := fallbackCheck(base, r, reps, "slow runtime", "≤ 10 ms", allow, allow, true); !c.met {
+		t.Errorf("a slower runtime pull was counted as added: %s", c.measured)
+	}
+	base, r = fallbackRows(reps, 100*time.Millisecond, 100*time.Millisecond, tried)
+	for i := range r.rt {
+		r.rt[i][0] = 50 * time.Millisecond
+	}
+	if c := fallbackCheck(base, r, reps, "fast runtime", "≤ 10 ms", allow, allow, true); c.met {
+		t.Errorf("40 ms added outside the runtime went unseen: %s", c.measured)
 	}
 }
 
@@ -235,20 +270,25 @@ func TestTagCheckCost(t *testing.T) {
 	ms := time.Millisecond
 	heads := []time.Duration{3 * ms, 2 * ms, 4 * ms} // mean 3 ms
 	rounds := func(d ...time.Duration) []time.Duration { return d }
+	rt := rounds(90*ms, 120*ms, 90*ms)
 	for _, tc := range []struct {
-		name    string
-		on, off []time.Duration
-		hds     []time.Duration
-		met     bool
+		name       string
+		on, onRT   []time.Duration
+		off, offRT []time.Duration
+		hds        []time.Duration
+		met        bool
 	}{
-		// Per-round differences 2, 3, 9 ms: median 3 ms.
-		{"within one round trip", rounds(102*ms, 133*ms, 109*ms), rounds(100*ms, 130*ms, 100*ms), heads, true},
-		{"over one round trip", rounds(105*ms, 134*ms, 109*ms), rounds(100*ms, 130*ms, 100*ms), heads, false},
-		{"no HEADs measured", rounds(100 * ms), rounds(100 * ms), nil, false},
-		{"rounds do not pair", rounds(100*ms, 100*ms), rounds(100 * ms), heads, false},
-		{"no pulls", nil, nil, heads, false},
+		// Per-round differences outside the runtime 2, 3, 9 ms: median 3 ms.
+		{"within one round trip", rounds(102*ms, 133*ms, 109*ms), rt, rounds(100*ms, 130*ms, 100*ms), rt, heads, true},
+		{"over one round trip", rounds(105*ms, 134*ms, 109*ms), rt, rounds(100*ms, 130*ms, 100*ms), rt, heads, false},
+		// Whole pulls 10 ms apart, all of it the runtime's: the check adds 0.
+		{"the runtime slower", rounds(110*ms, 140*ms, 110*ms), rounds(100*ms, 130*ms, 100*ms), rounds(100*ms, 130*ms, 100*ms), rt, heads, true},
+		{"no runtime times", rounds(100 * ms), nil, rounds(100 * ms), nil, heads, false},
+		{"no HEADs measured", rounds(100 * ms), rounds(90 * ms), rounds(100 * ms), rounds(90 * ms), nil, false},
+		{"rounds do not pair", rounds(100*ms, 100*ms), rounds(90*ms, 90*ms), rounds(100 * ms), rounds(90 * ms), heads, false},
+		{"no pulls", nil, nil, nil, nil, heads, false},
 	} {
-		c := tagCheckCost(pullResult{tagOn: tc.on, tagOff: tc.off, tagHead: tc.hds, tagHeads: tc.hds})
+		c := tagCheckCost(pullResult{tagOn: tc.on, tagOnRT: tc.onRT, tagOff: tc.off, tagOffRT: tc.offRT, tagHead: tc.hds, tagHeads: tc.hds})
 		if c.met != tc.met {
 			t.Errorf("%s: met = %v, want %v (%s)", tc.name, c.met, tc.met, c.measured)
 		}

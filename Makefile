@@ -59,7 +59,7 @@ critest-runtime: tools build ## critest runtime specs (sandbox, container, exec,
 critest-crio: tools build ## critest image conformance through the proxy in front of CRI-O (root)
 	CRITEST_RUNTIME=crio bash test/critest.sh
 
-bench: tools ## benchmark harness on real containerd + registry: ratios vs a reference hop, written to test/bench/RESULTS.md (root, ~16 min)
+bench: tools ## benchmark harness on real containerd + registry: ratios vs a reference hop, written to test/bench/RESULTS.md (root, ~16–19 min)
 	bash test/bench.sh
 
 gobench: ## Go micro-benchmarks (store, resolver, proxy)

@@ -4,7 +4,7 @@
 # driver in test/bench, which measures proxy vs containerd vs a reference hop side by side and
 # prints a table of ratios against its targets.
 #
-#   bash test/bench.sh                 # full run (about 16 minutes on 2 CPUs)
+#   bash test/bench.sh                 # full run (about 16–19 minutes on 2 CPUs)
 #   bash test/bench.sh -images 0       # quick run: skip the 5,000-image case
 #   bash test/bench.sh -h              # every driver flag (rounds, concurrency, ...)
 #

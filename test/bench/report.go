@@ -540,7 +540,7 @@ const method = `- **Reference hop**: a gRPC server in its own process (the drive
   interval beside proxy/hop p99 is a bootstrap over rounds (200 resamples of the rounds, the same
   ones for proxy and hop): how far the ratio could move on another run of the same length. Runs
   differ by more than that: runs of one build at 20,000 rounds gave proxy/hop p99 of
-  0.87–1.19× (README, "How far p99 moves"). A p99 near its limit needs several runs to judge; the verdict is on the ratio measured.
+  0.87–1.19× on one machine and 0.89–1.04× on another (README, "How far p99 moves"). A p99 near its limit needs several runs to judge; the verdict is on the ratio measured.
 - **Collections**: go_gc_duration_seconds_count of the proxy, per 1,000 calls of the row.
 - **Allocations**: go_memstats_mallocs_total and go_memstats_alloc_bytes_total of the proxy
   process, read from its /metrics before and after a row, minus what a scrape alone allocates,
@@ -557,7 +557,7 @@ const method = `- **Reference hop**: a gRPC server in its own process (the drive
   driver subtracts the span between the two lines of the successful pull from the caller's time,
   pull by pull. A failed runtime attempt (a black hole's, abandoned) stays in as added time. The
   runtime's pull varies from one to the next by more than the 2 % the mirror pull may add (a bare
-  hop measured 0.996–1.030× of direct by whole pulls, 100–200 rounds); the added time outside it
+  hop measured 0.996–1.030× of direct by whole pulls in five runs of 80–200 rounds); the added time outside it
   does not. Whole-pull ratios, and the runtime's own p50 for each target (which would show a
   runtime slowed by the proxy; the proxy runs nothing beside a pull that short: a probe alongside
   waits 250 ms, the progress watch 1 s), are in the tables.

@@ -107,7 +107,7 @@ func (b *bench) timedPull(ctx context.Context, t *target, ref string) (took, run
 	took = time.Since(start)
 	runtime, n, err := b.runtime.pulled()
 	if err == nil && n != 1 {
-		err = fmt.Errorf("containerd logged %d pulls during one pull of %s through %s, want 1", n, ref, t.name)
+		err = fmt.Errorf("containerd logged %d successful pulls during one pull of %s through %s, want 1", n, ref, t.name)
 	}
 	if err != nil {
 		return 0, 0, err

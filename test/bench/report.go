@@ -167,7 +167,7 @@ func listCostCheck(row latencyRow) check {
 // the direct pull: direct p50 plus the median of the per-round differences
 // of the time outside the runtime's own pull (runtimeLog), on direct p50.
 // The runtime's pull varies from one to the next by more than the limit
-// allows on a small machine (a bare hop measured 1.005–1.030× by whole
+// allows on a small machine (a bare hop measured 0.996–1.030× by whole
 // pulls), so whole pulls are shown beside it, not judged; so is the
 // runtime's own time for each, which shows whether the runtime worked
 // slower for the proxy. Every round needs both pulls and their runtime

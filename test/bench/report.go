@@ -466,10 +466,11 @@ func (b *bench) write(w io.Writer) {
 			"sent at once, the check's one round trip at its floor (both are this registry), as the check finds the registry:\n"+
 			"after a pull; then one HEAD of the tag at the source; then the two at once again, right after it (warm).\n\n")
 		t = table{header: []string{"n", "check off p50", "check on p50", "on/off p50", "on/off paired", "on − off p50", "on − off paired",
-			"on − off outside the runtime's pull, paired", "proxy's own time per pull, on / off (metrics, mean)", "waiting for the check (metrics, mean)", "one HEAD mean", "source + mirror HEADs at once mean", "the same, warm, mean", "tag checks (metrics)"}}
+			"on − off outside the runtime's pull, paired", "runtime's own pull p50: off / on (its log)", "proxy's own time per pull, on / off (metrics, mean)", "waiting for the check (metrics, mean)", "one HEAD mean", "source + mirror HEADs at once mean", "the same, warm, mean", "tag checks (metrics)"}}
 		off, on := summarize(b.pulls.tagOff), summarize(b.pulls.tagOn)
 		t.add(fmt.Sprint(on.n), ms(off.p50), ms(on.p50), x(ratio(on.p50, off.p50)), x(paired(b.pulls.tagOn, b.pulls.tagOff)),
-			ms(on.p50-off.p50), ms(pairedDiff(b.pulls.tagOn, b.pulls.tagOff)), outsideText(b.pulls.tagOn, b.pulls.tagOnRT, b.pulls.tagOff, b.pulls.tagOffRT), ms(b.pulls.tagOwn)+" / "+ms(b.pulls.own), ms(b.pulls.tagWait), ms(mean(b.pulls.tagHead)), ms(mean(b.pulls.tagHeads)), ms(mean(b.pulls.tagHeadsWarm)),
+			ms(on.p50-off.p50), ms(pairedDiff(b.pulls.tagOn, b.pulls.tagOff)), outsideText(b.pulls.tagOn, b.pulls.tagOnRT, b.pulls.tagOff, b.pulls.tagOffRT),
+			ms(median(b.pulls.tagOffRT))+" / "+ms(median(b.pulls.tagOnRT)), ms(b.pulls.tagOwn)+" / "+ms(b.pulls.own), ms(b.pulls.tagWait), ms(mean(b.pulls.tagHead)), ms(mean(b.pulls.tagHeads)), ms(mean(b.pulls.tagHeadsWarm)),
 			describeTagChecks(b.pulls.tagChecks))
 		t.write(w)
 	}

@@ -398,5 +398,5 @@ func (b *bench) countLogPulls(ref string) int {
 	if err != nil {
 		return -1
 	}
-	return strings.Count(string(data), `msg="PullImage \"`+ref+`\""`)
+	return pullRequests(string(data), ref)
 }

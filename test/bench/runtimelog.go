@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -49,7 +50,7 @@ func (l *runtimeLog) pulled() (time.Duration, int, error) {
 	if err != nil {
 		return 0, 0, fmt.Errorf("containerd log: %w", err)
 	}
-	whole := strings.LastIndexByte(string(data), '\n') + 1
+	whole := bytes.LastIndexByte(data, '\n') + 1
 	l.off += int64(whole)
 	return pullSpans(string(data[:whole]))
 }
@@ -59,6 +60,18 @@ func (l *runtimeLog) pulled() (time.Duration, int, error) {
 // request, ` returns image reference ...` on its answer, ` failed"` on an
 // error).
 var pullLine = regexp.MustCompile(`^time="([^"]+)" level=\w+ msg="PullImage \\"(.+?)\\"(.*)$`)
+
+// pullRequests counts the PullImage requests for image in text (their
+// lines, not their answers').
+func pullRequests(text, image string) int {
+	n := 0
+	for line := range strings.Lines(text) {
+		if m := pullLine.FindStringSubmatch(strings.TrimRight(line, "\n")); m != nil && m[2] == image && m[3] == `"` {
+			n++
+		}
+	}
+	return n
+}
 
 // errUnpaired is a pull whose request or answer is not in the text read.
 var errUnpaired = errors.New("containerd log: a PullImage request without its answer, or an answer without its request")

@@ -51,6 +51,18 @@ func TestPullSpans(t *testing.T) {
 	}
 }
 
+// pullRequests counts the requests for one image: not their answers, not
+// other images' requests.
+func TestPullRequests(t *testing.T) {
+	text := reqA + eventA + answerA + reqB + failB + reqA + reqC + answerC
+	if n := pullRequests(text, "127.0.0.1:5000/mirror/bench/pull:1"); n != 2 {
+		t.Errorf("%d requests for pull:1, want 2", n)
+	}
+	if n := pullRequests(text, "127.0.0.1:5000/mirror/bench/pull"); n != 0 {
+		t.Errorf("%d requests for a prefix of the name, want 0", n)
+	}
+}
+
 // runtimeLog reads only what was logged after skip, and only whole lines:
 // a line being written is read by the next call.
 func TestRuntimeLog(t *testing.T) {
